@@ -1,0 +1,650 @@
+//! Configuration of the client roles: [`ClientConfig`] (`meridian client`, the headless demo
+//! client) and [`BotsConfig`] (`meridian bots`, load testing), their checks ([`ConfigError`]),
+//! the bot [`Scenario`]s and the duration syntax ([`parse_duration`]).
+//!
+//! `main` builds them (flags > environment > file > defaults) and validates them once; this
+//! crate never reads the environment.
+
+use meridian_protocol::lobby::{PlayerNameError, validate_player_name};
+use meridian_protocol::quic::CertSha256;
+use meridian_protocol::ticket::parse_hex_32;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// What a secret is replaced with wherever a config is shown.
+const REDACTED: &str = "<redacted>";
+
+/// What the bots do once in the world.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Join and stand still: measures the cost of connected players alone.
+    Idle,
+    /// Walk at random inside the zone where each bot spawned.
+    #[default]
+    Wander,
+    /// Walk across zone borders back and forth: exercises handoff.
+    Cross,
+    /// Everybody converges on one point: worst case for interest management.
+    Swarm,
+    /// Join, play briefly, leave, rejoin: exercises sessions and resume.
+    Churn,
+    /// Bots spread over regions with simulated latency: exercises nearest-shard routing.
+    Geo,
+}
+
+impl Scenario {
+    /// Every scenario, in documentation order.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Idle,
+        Scenario::Wander,
+        Scenario::Cross,
+        Scenario::Swarm,
+        Scenario::Churn,
+        Scenario::Geo,
+    ];
+
+    /// The name used in flags and config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Idle => "idle",
+            Scenario::Wander => "wander",
+            Scenario::Cross => "cross",
+            Scenario::Swarm => "swarm",
+            Scenario::Churn => "churn",
+            Scenario::Geo => "geo",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of [`Scenario::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown scenario `{name}`: expected idle, wander, cross, swarm, churn or geo")]
+pub struct UnknownScenario {
+    /// The name given.
+    pub name: String,
+}
+
+impl FromStr for Scenario {
+    type Err = UnknownScenario;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scenario::ALL
+            .into_iter()
+            .find(|scenario| scenario.as_str() == s)
+            .ok_or_else(|| UnknownScenario { name: s.to_owned() })
+    }
+}
+
+/// A duration that [`parse_duration`] cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a whole number followed by an optional unit `s`, `m` or `h`.
+    #[error(
+        "invalid duration `{value}`: expected a whole number of seconds, minutes or hours (90, 90s, 2m, 1h)"
+    )]
+    Syntax {
+        /// The text given.
+        value: String,
+    },
+    /// Too long to represent in seconds.
+    #[error("duration `{value}` is too long")]
+    TooLong {
+        /// The text given.
+        value: String,
+    },
+}
+
+/// Reads a duration: a whole number with an optional unit, `s` (the default), `m` or `h`:
+/// `"90"`, `"90s"`, `"2m"`, `"1h"`. Zero is accepted here; roles that need a positive duration
+/// check it themselves.
+pub fn parse_duration(value: &str) -> Result<Duration, DurationError> {
+    let text = value.trim();
+    let (digits, seconds_per_unit) = match text.as_bytes().last() {
+        Some(b's') => (&text[..text.len() - 1], 1),
+        Some(b'm') => (&text[..text.len() - 1], 60),
+        Some(b'h') => (&text[..text.len() - 1], 3600),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DurationError::Syntax {
+            value: value.to_owned(),
+        });
+    }
+    let too_long = || DurationError::TooLong {
+        value: value.to_owned(),
+    };
+    let count: u64 = digits.parse().map_err(|_| too_long())?;
+    let seconds = count.checked_mul(seconds_per_unit).ok_or_else(too_long)?;
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Configuration of the headless demo client: joins through the lobby (or straight to a shard
+/// with a ticket), plays, prints what it sees.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Lobby to join through.
+    pub lobby: Option<SocketAddr>,
+    /// Shard to connect to directly, with `ticket` (instead of `lobby`).
+    pub shard: Option<SocketAddr>,
+    /// SHA-256 of the certificate of the server dialled first (64 hexadecimal characters,
+    /// `:` separators allowed): the client pins it.
+    pub cert_sha256: Option<String>,
+    /// Accept any server certificate (development only), instead of `cert_sha256`.
+    pub insecure_dev: bool,
+    /// Player name (1 to 32 printable characters).
+    pub name: String,
+    /// Join ticket for a direct `shard` connection. Never logged.
+    pub ticket: Option<String>,
+    /// Leave after this many seconds; play until interrupted if unset.
+    pub duration_s: Option<u64>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            lobby: None,
+            shard: None,
+            cert_sha256: None,
+            insecure_dev: false,
+            name: "player".to_owned(),
+            ticket: None,
+            duration_s: None,
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    /// Shows every field, with the ticket redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            lobby,
+            shard,
+            cert_sha256,
+            insecure_dev,
+            name,
+            ticket,
+            duration_s,
+        } = self;
+        f.debug_struct("ClientConfig")
+            .field("lobby", lobby)
+            .field("shard", shard)
+            .field("cert_sha256", cert_sha256)
+            .field("insecure_dev", insecure_dev)
+            .field("name", name)
+            .field("ticket", &ticket.as_ref().map(|_| REDACTED))
+            .field("duration_s", duration_s)
+            .finish()
+    }
+}
+
+/// Configuration of a load test: how many bots join through the lobby, how fast, doing what,
+/// for how long, and where the report goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotsConfig {
+    /// Lobby the bots join through. Required.
+    pub lobby: Option<SocketAddr>,
+    /// SHA-256 of the lobby's certificate (64 hexadecimal characters): the bots pin it.
+    pub cert_sha256: Option<String>,
+    /// Accept any server certificate (development only), instead of `cert_sha256`.
+    pub insecure_dev: bool,
+    /// Bots to run (at least 1).
+    pub count: u32,
+    /// Bots started per second until `count` are in (at least 1).
+    pub ramp: u32,
+    /// How long the test runs once started (`90`, `90s`, `2m`, `1h`).
+    pub duration: String,
+    /// What the bots do.
+    pub scenario: Scenario,
+    /// CSV of round-trip times between regions for the link conditioner (the format of
+    /// `shared/data/rtt-10-regions.csv`).
+    pub latency_matrix: Option<PathBuf>,
+    /// Regions the bots are spread over, comma-separated names of the latency matrix
+    /// (`dallas,frankfurt,tokyo`).
+    pub regions: Option<String>,
+    /// Where to write the JSON report; none if unset.
+    pub report: Option<PathBuf>,
+}
+
+impl Default for BotsConfig {
+    fn default() -> Self {
+        Self {
+            lobby: None,
+            cert_sha256: None,
+            insecure_dev: false,
+            count: 100,
+            ramp: 50,
+            duration: "60s".to_owned(),
+            scenario: Scenario::Wander,
+            latency_matrix: None,
+            regions: None,
+            report: None,
+        }
+    }
+}
+
+/// Why a [`ClientConfig`] or a [`BotsConfig`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The client has nowhere to go.
+    #[error("no server: set --lobby (join through the lobby) or --shard with --ticket")]
+    NoServer,
+    /// Both a lobby and a shard: the client dials one or the other.
+    #[error("--lobby {lobby} and --shard {shard} are mutually exclusive")]
+    LobbyAndShard {
+        /// The lobby given.
+        lobby: SocketAddr,
+        /// The shard given.
+        shard: SocketAddr,
+    },
+    /// A direct shard connection needs a ticket.
+    #[error("--shard {shard} needs --ticket (shards admit only players with a signed ticket)")]
+    ShardWithoutTicket {
+        /// The shard given.
+        shard: SocketAddr,
+    },
+    /// A ticket is only used with a direct shard connection; the lobby issues its own.
+    #[error("--ticket is only used with --shard; the lobby issues tickets itself")]
+    TicketWithoutShard,
+    /// The bots have no lobby.
+    #[error("missing lobby address: set --lobby or MERIDIAN_LOBBY")]
+    MissingLobby,
+    /// Neither a certificate pin nor `insecure_dev`.
+    #[error(
+        "no certificate pin: set --cert-sha256 (the server's certificate SHA-256, 64 hex characters) or --insecure-dev"
+    )]
+    MissingPin,
+    /// Both a pin and `insecure_dev`.
+    #[error("--cert-sha256 and --insecure-dev are mutually exclusive")]
+    PinAndInsecure,
+    /// The pin is not a SHA-256 in hexadecimal.
+    #[error("cert_sha256 `{value}` is not a SHA-256 fingerprint (64 hexadecimal characters)")]
+    BadCertSha256 {
+        /// The value given.
+        value: String,
+    },
+    /// The player name was refused.
+    #[error("invalid name: {source}")]
+    BadName {
+        /// What is wrong with it.
+        source: PlayerNameError,
+    },
+    /// A zero duration would leave at once.
+    #[error("{field} must be more than zero seconds")]
+    ZeroDuration {
+        /// The field (`duration_s` or `duration`).
+        field: &'static str,
+    },
+    /// No bots.
+    #[error("count must be at least 1")]
+    ZeroCount,
+    /// A ramp of zero would never start a bot.
+    #[error("ramp must be at least 1 bot per second")]
+    ZeroRamp,
+    /// The duration cannot be read.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+    /// A region name is empty or has characters other than `[A-Za-z0-9._-]`.
+    #[error("regions `{value}` must be comma-separated names of letters, digits, '-', '_' or '.'")]
+    BadRegions {
+        /// The value given.
+        value: String,
+    },
+}
+
+/// Reads a certificate fingerprint: 64 hexadecimal characters, optionally `:`-separated pairs
+/// (as `openssl x509 -fingerprint -sha256` prints them).
+pub fn parse_cert_sha256(value: &str) -> Result<CertSha256, ConfigError> {
+    let hex: String = value.trim().chars().filter(|c| *c != ':').collect();
+    parse_hex_32(&hex).map_err(|_| ConfigError::BadCertSha256 {
+        value: value.to_owned(),
+    })
+}
+
+fn check_pin(cert_sha256: Option<&str>, insecure_dev: bool) -> Result<(), ConfigError> {
+    match (cert_sha256, insecure_dev) {
+        (None, false) => Err(ConfigError::MissingPin),
+        (Some(_), true) => Err(ConfigError::PinAndInsecure),
+        (Some(pin), false) => parse_cert_sha256(pin).map(|_| ()),
+        (None, true) => Ok(()),
+    }
+}
+
+impl ClientConfig {
+    /// Checks every field; `main` calls it once before running the role.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (self.lobby, self.shard, &self.ticket) {
+            (None, None, _) => return Err(ConfigError::NoServer),
+            (Some(lobby), Some(shard), _) => {
+                return Err(ConfigError::LobbyAndShard { lobby, shard });
+            }
+            (None, Some(shard), None) => return Err(ConfigError::ShardWithoutTicket { shard }),
+            (Some(_), None, Some(_)) => return Err(ConfigError::TicketWithoutShard),
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+        }
+        check_pin(self.cert_sha256.as_deref(), self.insecure_dev)?;
+        validate_player_name(&self.name).map_err(|source| ConfigError::BadName { source })?;
+        if self.duration_s == Some(0) {
+            return Err(ConfigError::ZeroDuration {
+                field: "duration_s",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl BotsConfig {
+    /// Checks every field; `main` calls it once before running the role.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lobby.is_none() {
+            return Err(ConfigError::MissingLobby);
+        }
+        check_pin(self.cert_sha256.as_deref(), self.insecure_dev)?;
+        if self.count == 0 {
+            return Err(ConfigError::ZeroCount);
+        }
+        if self.ramp == 0 {
+            return Err(ConfigError::ZeroRamp);
+        }
+        if self.run_for()?.is_zero() {
+            return Err(ConfigError::ZeroDuration { field: "duration" });
+        }
+        if let Some(regions) = &self.regions {
+            let name_ok = |name: &str| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            };
+            if !regions.split(',').map(str::trim).all(name_ok) {
+                return Err(ConfigError::BadRegions {
+                    value: regions.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// How long the test runs, from `duration`.
+    pub fn run_for(&self) -> Result<Duration, DurationError> {
+        parse_duration(&self.duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("literal")
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration(" 0 "), Ok(Duration::ZERO));
+        for bad in [
+            "", "s", "-5", "1.5m", "10d", "5 m", "m5", "1h30m", "ten", "+3",
+        ] {
+            assert_eq!(
+                parse_duration(bad),
+                Err(DurationError::Syntax {
+                    value: bad.to_owned()
+                }),
+                "{bad:?}"
+            );
+        }
+        let huge = format!("{}h", u64::MAX);
+        assert_eq!(
+            parse_duration(&huge),
+            Err(DurationError::TooLong {
+                value: huge.clone()
+            })
+        );
+        assert!(matches!(
+            parse_duration("99999999999999999999999"),
+            Err(DurationError::TooLong { .. })
+        ));
+        let msg = parse_duration("5x").expect_err("bad unit").to_string();
+        assert!(msg.contains("`5x`"), "{msg}");
+    }
+
+    #[test]
+    fn scenarios_round_trip() {
+        for scenario in Scenario::ALL {
+            assert_eq!(scenario.as_str().parse::<Scenario>(), Ok(scenario));
+        }
+        assert_eq!(Scenario::default(), Scenario::Wander);
+        assert!("Wander".parse::<Scenario>().is_err());
+    }
+
+    #[test]
+    fn cert_pins() {
+        assert!(parse_cert_sha256(PIN).is_ok());
+        let colons = PIN
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(parse_cert_sha256(&colons), parse_cert_sha256(PIN));
+        assert_eq!(
+            parse_cert_sha256("abc"),
+            Err(ConfigError::BadCertSha256 {
+                value: "abc".into()
+            })
+        );
+    }
+
+    fn client() -> ClientConfig {
+        ClientConfig {
+            lobby: Some(addr("127.0.0.1:7100")),
+            insecure_dev: true,
+            ..ClientConfig::default()
+        }
+    }
+
+    #[test]
+    fn client_rules() {
+        assert_eq!(client().validate(), Ok(()));
+        assert_eq!(
+            ClientConfig::default().validate(),
+            Err(ConfigError::NoServer)
+        );
+        let shard = addr("127.0.0.1:7000");
+        let direct = ClientConfig {
+            lobby: None,
+            shard: Some(shard),
+            ticket: Some("t".into()),
+            ..client()
+        };
+        assert_eq!(direct.validate(), Ok(()));
+        assert_eq!(
+            ClientConfig {
+                ticket: None,
+                ..direct.clone()
+            }
+            .validate(),
+            Err(ConfigError::ShardWithoutTicket { shard })
+        );
+        assert!(matches!(
+            ClientConfig {
+                lobby: Some(addr("127.0.0.1:7100")),
+                ..direct
+            }
+            .validate(),
+            Err(ConfigError::LobbyAndShard { .. })
+        ));
+        assert_eq!(
+            ClientConfig {
+                ticket: Some("t".into()),
+                ..client()
+            }
+            .validate(),
+            Err(ConfigError::TicketWithoutShard)
+        );
+        assert_eq!(
+            ClientConfig {
+                insecure_dev: false,
+                ..client()
+            }
+            .validate(),
+            Err(ConfigError::MissingPin)
+        );
+        assert_eq!(
+            ClientConfig {
+                cert_sha256: Some(PIN.into()),
+                ..client()
+            }
+            .validate(),
+            Err(ConfigError::PinAndInsecure)
+        );
+        assert_eq!(
+            ClientConfig {
+                cert_sha256: Some(PIN.into()),
+                insecure_dev: false,
+                ..client()
+            }
+            .validate(),
+            Ok(())
+        );
+        assert_eq!(
+            ClientConfig {
+                duration_s: Some(0),
+                ..client()
+            }
+            .validate(),
+            Err(ConfigError::ZeroDuration {
+                field: "duration_s"
+            })
+        );
+    }
+
+    #[test]
+    fn client_names() {
+        assert_eq!(
+            ClientConfig {
+                name: "x".repeat(32),
+                ..client()
+            }
+            .validate(),
+            Ok(())
+        );
+        for bad in [
+            String::new(),
+            "   ".into(),
+            "x".repeat(33),
+            "bad\nname".into(),
+        ] {
+            assert!(
+                matches!(
+                    ClientConfig {
+                        name: bad.clone(),
+                        ..client()
+                    }
+                    .validate(),
+                    Err(ConfigError::BadName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_debug_redacts_the_ticket() {
+        let cfg = ClientConfig {
+            ticket: Some("secret-ticket".into()),
+            ..client()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(
+            shown.contains(REDACTED) && !shown.contains("secret-ticket"),
+            "{shown}"
+        );
+    }
+
+    fn bots() -> BotsConfig {
+        BotsConfig {
+            lobby: Some(addr("127.0.0.1:7100")),
+            insecure_dev: true,
+            ..BotsConfig::default()
+        }
+    }
+
+    #[test]
+    fn bots_rules() {
+        assert_eq!(bots().validate(), Ok(()));
+        let d = BotsConfig::default();
+        assert_eq!(
+            (d.count, d.ramp, d.duration.as_str(), d.scenario),
+            (100, 50, "60s", Scenario::Wander)
+        );
+        assert_eq!(d.validate(), Err(ConfigError::MissingLobby));
+        let zero = BotsConfig { count: 0, ..bots() }
+            .validate()
+            .expect_err("zero bots");
+        assert_eq!(zero, ConfigError::ZeroCount);
+        assert_eq!(zero.to_string(), "count must be at least 1");
+        assert_eq!(
+            BotsConfig { ramp: 0, ..bots() }.validate(),
+            Err(ConfigError::ZeroRamp)
+        );
+        assert_eq!(
+            BotsConfig {
+                duration: "0s".into(),
+                ..bots()
+            }
+            .validate(),
+            Err(ConfigError::ZeroDuration { field: "duration" })
+        );
+        let bad = BotsConfig {
+            duration: "3 weeks".into(),
+            ..bots()
+        }
+        .validate()
+        .expect_err("bad");
+        assert!(bad.to_string().contains("`3 weeks`"), "{bad}");
+        assert_eq!(bots().run_for(), Ok(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn bots_regions() {
+        assert_eq!(
+            BotsConfig {
+                regions: Some("eu, us-east,ap.1".into()),
+                ..bots()
+            }
+            .validate(),
+            Ok(())
+        );
+        for bad in ["", "eu,,us", "eu;us", "eu,"] {
+            assert_eq!(
+                BotsConfig {
+                    regions: Some(bad.into()),
+                    ..bots()
+                }
+                .validate(),
+                Err(ConfigError::BadRegions { value: bad.into() }),
+                "{bad:?}"
+            );
+        }
+    }
+}

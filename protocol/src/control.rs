@@ -1,0 +1,126 @@
+//! Client ↔ shard control stream: one bidirectional QUIC stream per connection, framed
+//! ([`crate::frame`]), for what must arrive and arrive in order.
+//!
+//! 1. client → [`ShardHelloMsg`] with its ticket; nothing else is accepted first;
+//! 2. shard → [`ShardControlMsg::Welcome`] or [`ShardControlMsg::Rejected`] (then closes);
+//! 3. then, either way, events: score, chat, kick with a reason; client → [`ClientControlMsg`].
+
+use crate::handshake::RejectMsg;
+use crate::ids::{EntityId, PlayerId, ShardId, Tick, ZoneId};
+use crate::ticket::SignedTicket;
+use serde::{Deserialize, Serialize};
+
+/// Longest chat line, in characters.
+pub const MAX_CHAT_CHARS: usize = 256;
+
+/// First frame from the client on the control stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardHelloMsg {
+    /// Must be the first field: see [`crate::handshake`].
+    pub protocol_version: u32,
+    /// A join, handoff or resume ticket for this shard.
+    pub ticket: SignedTicket,
+}
+
+/// Client → shard after the hello.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientControlMsg {
+    /// The player leaves on purpose; the shard saves and lets go.
+    Leave,
+    /// A chat line to players nearby.
+    Chat {
+        /// The text; at most [`MAX_CHAT_CHARS`] characters.
+        text: String,
+    },
+}
+
+/// Shard → client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ShardControlMsg {
+    /// Admission: who you are in this shard and how it ticks.
+    Welcome(WelcomeMsg),
+    /// The hello was refused; the shard closes after sending it.
+    Rejected(RejectMsg),
+    /// The shard disconnects the client; the shard closes after sending it.
+    Kick(KickMsg),
+    /// The player's committed score changed.
+    Score(ScoreMsg),
+    /// A chat line from a nearby player.
+    Chat(ChatMsg),
+}
+
+/// Admission details.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WelcomeMsg {
+    /// The player admitted.
+    pub player: PlayerId,
+    /// The player's entity in this shard's snapshots.
+    pub entity: EntityId,
+    /// This shard.
+    pub shard: ShardId,
+    /// Its zone.
+    pub zone: ZoneId,
+    /// The zone's rectangle, world units (positions in snapshots are quantized within it).
+    pub bounds: ZoneBoundsMsg,
+    /// Simulation steps per second.
+    pub tick_hz: u16,
+    /// The shard's tick when it admitted the client.
+    pub server_tick: Tick,
+}
+
+/// An axis-aligned rectangle in world units.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ZoneBoundsMsg {
+    /// Smallest x.
+    pub min_x: f32,
+    /// Smallest y.
+    pub min_y: f32,
+    /// Largest x.
+    pub max_x: f32,
+    /// Largest y.
+    pub max_y: f32,
+}
+
+/// Why a client was disconnected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KickMsg {
+    /// The reason, for programs.
+    pub reason: KickReason,
+    /// The reason, for people.
+    pub detail: String,
+}
+
+/// Machine-readable reasons for a kick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KickReason {
+    /// Too many messages that failed to decode or broke the protocol.
+    Malformed,
+    /// Inputs arrived faster than the tick rate allows, past the tolerance.
+    InputFlood,
+    /// Movement beyond the speed limit, past the tolerance.
+    SpeedLimit,
+    /// Nothing heard for longer than the idle timeout.
+    Idle,
+    /// The shard is shutting down or draining.
+    Shutdown,
+    /// An operator removed the player.
+    Admin,
+}
+
+/// A committed score change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoreMsg {
+    /// The new total.
+    pub total: u64,
+    /// The change that led to it.
+    pub delta: u32,
+}
+
+/// A chat line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMsg {
+    /// Who said it.
+    pub from: PlayerId,
+    /// What was said.
+    pub text: String,
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every check and test of Meridian, installing what a fresh machine lacks.
+# Usage: scripts/test.sh            (from anywhere inside the repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+# --- tools the tests need -----------------------------------------------------------------
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing ${need_apt[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${need_apt[@]}"
+fi
+# The test suite starts its own redis-server on free ports; it never uses the machine's 6379.
+
+if ! cargo fmt --version >/dev/null 2>&1; then
+  say "installing rustfmt"
+  rustup component add rustfmt
+fi
+if ! cargo clippy --version >/dev/null 2>&1; then
+  say "installing clippy"
+  rustup component add clippy
+fi
+
+# --- checks ----------------------------------------------------------------------------------
+say "cargo fmt --all --check"
+cargo fmt --all --check
+
+say "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test --workspace"
+cargo test --workspace --locked
+
+say "all checks passed"

@@ -1,0 +1,532 @@
+//! [`ShardConfig`]: the configuration of a shard server (`meridian shard`), its defaults and
+//! its checks ([`ShardConfig::validate`], [`ConfigError`]).
+//!
+//! `main` builds it (flags > environment > file > defaults) and validates it once; this crate
+//! never reads the environment.
+
+use meridian_cluster::config::{
+    REDACTED, RedisUrlError, ServerConfigError, check_redis_url, check_ticket_key, check_tls,
+    check_transport, redact_redis_url,
+};
+use meridian_protocol::ids::NameError;
+use meridian_protocol::{ShardId, ZoneId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+
+/// Accepted simulation rates, ticks per second.
+pub const TICK_HZ_RANGE: RangeInclusive<u16> = 1..=240;
+/// Most NPCs one shard accepts.
+pub const MAX_NPCS: u32 = 1_000_000;
+
+/// Configuration of one shard server: which zone it simulates, where it listens, how it
+/// secures and paces its connections.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Name of this shard in the registry and in logs (`[A-Za-z0-9._-]`, 1 to 64 bytes).
+    pub id: String,
+    /// The zone this shard simulates.
+    pub zone: String,
+    /// UDP address the QUIC endpoint binds.
+    pub listen: SocketAddr,
+    /// Address clients are sent to, when it differs from `listen` (NAT, `0.0.0.0`).
+    pub public_addr: Option<SocketAddr>,
+    /// World rectangle of the zone, `"x0,y0,x1,y1"` with `x0 < x1` and `y0 < y1`.
+    pub zone_bounds: String,
+    /// Simulation rate, ticks per second ([`TICK_HZ_RANGE`]).
+    pub tick_hz: u16,
+    /// NPCs spawned in the zone (at most [`MAX_NPCS`]).
+    pub npcs: u32,
+    /// Key shared with the lobby and the other shards to sign tickets: 64 hexadecimal
+    /// characters (32 bytes). Required. Never logged.
+    pub ticket_key: Option<String>,
+    /// PEM certificate chain served to clients (with `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Serve a self-signed certificate generated at start-up (development), instead of
+    /// `cert` and `key`.
+    pub dev_cert: bool,
+    /// Redis URL of the shared state (`redis://host:port`).
+    pub redis: Option<String>,
+    /// Largest frame accepted on a stream, bytes.
+    pub max_frame_bytes: u32,
+    /// QUIC keep-alive interval, milliseconds.
+    pub keep_alive_ms: u64,
+    /// A connection silent for this long is closed, milliseconds (more than `keep_alive_ms`).
+    pub idle_timeout_ms: u64,
+    /// TCP address of the admin HTTP endpoint (health, metrics); none if unset.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            id: "shard-1".to_owned(),
+            zone: "zone-1".to_owned(),
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7000)),
+            public_addr: None,
+            zone_bounds: "0,0,1000,1000".to_owned(),
+            tick_hz: 30,
+            npcs: 1000,
+            ticket_key: None,
+            cert: None,
+            key: None,
+            dev_cert: false,
+            redis: None,
+            max_frame_bytes: 65_536,
+            keep_alive_ms: 1_000,
+            idle_timeout_ms: 10_000,
+            admin_listen: None,
+        }
+    }
+}
+
+impl fmt::Debug for ShardConfig {
+    /// Shows every field, with the ticket key and any Redis password redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            id,
+            zone,
+            listen,
+            public_addr,
+            zone_bounds,
+            tick_hz,
+            npcs,
+            ticket_key,
+            cert,
+            key,
+            dev_cert,
+            redis,
+            max_frame_bytes,
+            keep_alive_ms,
+            idle_timeout_ms,
+            admin_listen,
+        } = self;
+        f.debug_struct("ShardConfig")
+            .field("id", id)
+            .field("zone", zone)
+            .field("listen", listen)
+            .field("public_addr", public_addr)
+            .field("zone_bounds", zone_bounds)
+            .field("tick_hz", tick_hz)
+            .field("npcs", npcs)
+            .field("ticket_key", &ticket_key.as_ref().map(|_| REDACTED))
+            .field("cert", cert)
+            .field("key", key)
+            .field("dev_cert", dev_cert)
+            .field("redis", &redis.as_deref().map(redact_redis_url))
+            .field("max_frame_bytes", max_frame_bytes)
+            .field("keep_alive_ms", keep_alive_ms)
+            .field("idle_timeout_ms", idle_timeout_ms)
+            .field("admin_listen", admin_listen)
+            .finish()
+    }
+}
+
+/// The rectangle of world space a zone covers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ZoneBounds {
+    /// Lower corner `(x0, y0)`.
+    pub min: [f32; 2],
+    /// Upper corner `(x1, y1)`.
+    pub max: [f32; 2],
+}
+
+/// Why a [`ShardConfig`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The shard id is not a valid name.
+    #[error("invalid shard id: {source}")]
+    BadId {
+        /// What is wrong with it.
+        source: NameError,
+    },
+    /// The zone is not a valid name.
+    #[error("invalid zone: {source}")]
+    BadZone {
+        /// What is wrong with it.
+        source: NameError,
+    },
+    /// `zone_bounds` is not four finite comma-separated numbers.
+    #[error("zone_bounds `{value}` must be four finite numbers \"x0,y0,x1,y1\"")]
+    ZoneBoundsSyntax {
+        /// The value given.
+        value: String,
+    },
+    /// `zone_bounds` describes an empty or inverted rectangle.
+    #[error("zone_bounds `{value}` must have x0 < x1 and y0 < y1")]
+    ZoneBoundsEmpty {
+        /// The value given.
+        value: String,
+    },
+    /// `tick_hz` is outside [`TICK_HZ_RANGE`].
+    #[error("tick_hz {value} is out of range 1..=240")]
+    TickHz {
+        /// The value given.
+        value: u16,
+    },
+    /// More NPCs than [`MAX_NPCS`].
+    #[error("npcs {value} is more than the maximum {max}")]
+    TooManyNpcs {
+        /// The value given.
+        value: u32,
+        /// The maximum.
+        max: u32,
+    },
+    /// `public_addr` cannot be reached by clients (unspecified address or port 0).
+    #[error("public_addr {addr} is not an address clients can reach (unspecified IP or port 0)")]
+    BadPublicAddr {
+        /// The value given.
+        addr: SocketAddr,
+    },
+    /// A setting shared with the lobby (ticket key, TLS, transport) was refused.
+    #[error(transparent)]
+    Server(#[from] ServerConfigError),
+    /// The Redis URL is malformed.
+    #[error(transparent)]
+    Redis(#[from] RedisUrlError),
+}
+
+/// Parses `"x0,y0,x1,y1"` (spaces allowed around the numbers).
+pub fn parse_zone_bounds(value: &str) -> Result<ZoneBounds, ConfigError> {
+    let syntax = || ConfigError::ZoneBoundsSyntax {
+        value: value.to_owned(),
+    };
+    let numbers = value
+        .split(',')
+        .map(|part| part.trim().parse::<f32>().ok().filter(|n| n.is_finite()))
+        .collect::<Option<Vec<f32>>>()
+        .ok_or_else(syntax)?;
+    let [x0, y0, x1, y1] = numbers[..] else {
+        return Err(syntax());
+    };
+    if x0 >= x1 || y0 >= y1 {
+        return Err(ConfigError::ZoneBoundsEmpty {
+            value: value.to_owned(),
+        });
+    }
+    Ok(ZoneBounds {
+        min: [x0, y0],
+        max: [x1, y1],
+    })
+}
+
+/// Checks a simulation rate (shared with `meridian dev`).
+pub fn check_tick_hz(tick_hz: u16) -> Result<(), ConfigError> {
+    if TICK_HZ_RANGE.contains(&tick_hz) {
+        Ok(())
+    } else {
+        Err(ConfigError::TickHz { value: tick_hz })
+    }
+}
+
+/// Checks an NPC count (shared with `meridian dev`).
+pub fn check_npcs(npcs: u32) -> Result<(), ConfigError> {
+    if npcs <= MAX_NPCS {
+        Ok(())
+    } else {
+        Err(ConfigError::TooManyNpcs {
+            value: npcs,
+            max: MAX_NPCS,
+        })
+    }
+}
+
+impl ShardConfig {
+    /// Checks every field; `main` calls it once before running the role.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ShardId::new(self.id.as_str()).map_err(|source| ConfigError::BadId { source })?;
+        ZoneId::new(self.zone.as_str()).map_err(|source| ConfigError::BadZone { source })?;
+        parse_zone_bounds(&self.zone_bounds)?;
+        check_tick_hz(self.tick_hz)?;
+        check_npcs(self.npcs)?;
+        if let Some(addr) = self.public_addr
+            && (addr.ip().is_unspecified() || addr.port() == 0)
+        {
+            return Err(ConfigError::BadPublicAddr { addr });
+        }
+        check_ticket_key(self.ticket_key.as_deref())?;
+        check_tls(self.cert.as_deref(), self.key.as_deref(), self.dev_cert)?;
+        if let Some(url) = &self.redis {
+            check_redis_url(url)?;
+        }
+        check_transport(
+            self.max_frame_bytes,
+            self.keep_alive_ms,
+            self.idle_timeout_ms,
+        )?;
+        Ok(())
+    }
+
+    /// The zone rectangle; call after [`ShardConfig::validate`].
+    pub fn bounds(&self) -> Result<ZoneBounds, ConfigError> {
+        parse_zone_bounds(&self.zone_bounds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn valid() -> ShardConfig {
+        ShardConfig {
+            ticket_key: Some(KEY.to_owned()),
+            dev_cert: true,
+            ..ShardConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_plus_key_and_certificate_are_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+        let with_files = ShardConfig {
+            dev_cert: false,
+            cert: Some("cert.pem".into()),
+            key: Some("key.pem".into()),
+            redis: Some("redis://127.0.0.1:6380".into()),
+            public_addr: Some("203.0.113.7:7000".parse().expect("literal")),
+            ..valid()
+        };
+        assert_eq!(with_files.validate(), Ok(()));
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let d = ShardConfig::default();
+        assert_eq!((d.id.as_str(), d.zone.as_str()), ("shard-1", "zone-1"));
+        assert_eq!(d.listen, "0.0.0.0:7000".parse().expect("literal"));
+        assert_eq!(d.zone_bounds, "0,0,1000,1000");
+        assert_eq!((d.tick_hz, d.npcs, d.max_frame_bytes), (30, 1000, 65_536));
+        assert_eq!((d.keep_alive_ms, d.idle_timeout_ms), (1_000, 10_000));
+        assert!(d.ticket_key.is_none() && !d.dev_cert && d.redis.is_none());
+    }
+
+    #[test]
+    fn ticket_key_is_required() {
+        let cfg = ShardConfig {
+            ticket_key: None,
+            ..valid()
+        };
+        let err = cfg.validate().expect_err("no key");
+        assert_eq!(
+            err,
+            ConfigError::Server(ServerConfigError::MissingTicketKey)
+        );
+        assert_eq!(
+            err.to_string(),
+            "missing ticket key: set --ticket-key or MERIDIAN_TICKET_KEY (64 hex characters)"
+        );
+        let cfg = ShardConfig {
+            ticket_key: Some("xyz".into()),
+            ..valid()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::Server(ServerConfigError::BadTicketKey { .. }))
+        ));
+    }
+
+    #[test]
+    fn tick_hz_range() {
+        for ok in [1, 30, 240] {
+            assert_eq!(
+                ShardConfig {
+                    tick_hz: ok,
+                    ..valid()
+                }
+                .validate(),
+                Ok(())
+            );
+        }
+        for bad in [0, 241, u16::MAX] {
+            assert_eq!(
+                ShardConfig {
+                    tick_hz: bad,
+                    ..valid()
+                }
+                .validate(),
+                Err(ConfigError::TickHz { value: bad })
+            );
+        }
+    }
+
+    #[test]
+    fn npcs_limit() {
+        assert_eq!(
+            ShardConfig {
+                npcs: MAX_NPCS,
+                ..valid()
+            }
+            .validate(),
+            Ok(())
+        );
+        assert_eq!(ShardConfig { npcs: 0, ..valid() }.validate(), Ok(()));
+        assert_eq!(
+            ShardConfig {
+                npcs: MAX_NPCS + 1,
+                ..valid()
+            }
+            .validate(),
+            Err(ConfigError::TooManyNpcs {
+                value: MAX_NPCS + 1,
+                max: MAX_NPCS
+            })
+        );
+    }
+
+    #[test]
+    fn zone_bounds_parse() {
+        assert_eq!(
+            parse_zone_bounds(" -500, 0 ,500.5,1e3"),
+            Ok(ZoneBounds {
+                min: [-500.0, 0.0],
+                max: [500.5, 1000.0]
+            })
+        );
+        for syntax in [
+            "",
+            "0,0,1000",
+            "0,0,1000,1000,5",
+            "0,0,a,1",
+            "0,0,inf,1",
+            "0,NaN,1,1",
+            "0;0;1;1",
+        ] {
+            assert_eq!(
+                parse_zone_bounds(syntax),
+                Err(ConfigError::ZoneBoundsSyntax {
+                    value: syntax.into()
+                }),
+                "{syntax:?}"
+            );
+        }
+        for empty in ["0,0,0,1000", "10,0,5,1000", "0,1000,1000,1000"] {
+            assert_eq!(
+                parse_zone_bounds(empty),
+                Err(ConfigError::ZoneBoundsEmpty {
+                    value: empty.into()
+                })
+            );
+        }
+        let cfg = ShardConfig {
+            zone_bounds: "1,2,3".into(),
+            ..valid()
+        };
+        assert!(
+            cfg.validate()
+                .expect_err("3 numbers")
+                .to_string()
+                .contains("`1,2,3`")
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(matches!(
+            ShardConfig {
+                id: String::new(),
+                ..valid()
+            }
+            .validate(),
+            Err(ConfigError::BadId { .. })
+        ));
+        assert!(matches!(
+            ShardConfig {
+                zone: "west zone".into(),
+                ..valid()
+            }
+            .validate(),
+            Err(ConfigError::BadZone { .. })
+        ));
+    }
+
+    #[test]
+    fn certificate_rule() {
+        let none = ShardConfig {
+            dev_cert: false,
+            ..valid()
+        };
+        assert_eq!(
+            none.validate(),
+            Err(ServerConfigError::NoCertificate.into())
+        );
+        let cert_only = ShardConfig {
+            cert: Some("c.pem".into()),
+            dev_cert: false,
+            ..valid()
+        };
+        assert_eq!(
+            cert_only.validate(),
+            Err(ServerConfigError::CertWithoutKey {
+                cert: "c.pem".into()
+            }
+            .into())
+        );
+        let both = ShardConfig {
+            cert: Some("c.pem".into()),
+            key: Some("k.pem".into()),
+            ..valid()
+        };
+        assert_eq!(
+            both.validate(),
+            Err(ServerConfigError::CertAndDevCert.into())
+        );
+    }
+
+    #[test]
+    fn transport_and_addresses() {
+        let cfg = ShardConfig {
+            keep_alive_ms: 10_000,
+            idle_timeout_ms: 10_000,
+            ..valid()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::Server(ServerConfigError::IdleTimeout { .. }))
+        ));
+        let cfg = ShardConfig {
+            max_frame_bytes: 512,
+            ..valid()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::Server(ServerConfigError::MaxFrameBytes {
+                value: 512,
+                ..
+            }))
+        ));
+        let addr: SocketAddr = "0.0.0.0:7000".parse().expect("literal");
+        let cfg = ShardConfig {
+            public_addr: Some(addr),
+            ..valid()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::BadPublicAddr { addr }));
+        let cfg = ShardConfig {
+            redis: Some("localhost:6379".into()),
+            ..valid()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::Redis(_))));
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let cfg = ShardConfig {
+            redis: Some("redis://app:s3cret@db:6380".into()),
+            ..valid()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(
+            shown.contains("ticket_key: Some(\"<redacted>\")"),
+            "{shown}"
+        );
+        assert!(!shown.contains(KEY) && !shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("tick_hz: 30"), "{shown}");
+    }
+}

@@ -1,0 +1,504 @@
+//! The `meridian` command line, run as a real process: help and version, exit codes, config
+//! files, environment variables and their precedence, validation errors, start-up logs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+const ROLES: [&str; 6] = ["dev", "lobby", "shard", "client", "bots", "audit"];
+
+/// The binary with no `MERIDIAN_*` or `RUST_LOG` variable inherited from the test's environment.
+fn meridian() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    for (name, _) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        if name_str.starts_with("MERIDIAN_") || name_str == "RUST_LOG" {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// The last line of stderr, where `main` reports its error.
+    fn error_line(&self) -> &str {
+        self.stderr.lines().last().unwrap_or_default()
+    }
+
+    /// Asserts a configuration error: exit 2, stderr exactly one line `error: …` holding
+    /// every one of `needles`, and nothing on stdout.
+    fn assert_config_error(&self, needles: &[&str]) {
+        assert_eq!(self.code, 2, "stderr: {}", self.stderr);
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "one line expected: {}",
+            self.stderr
+        );
+        assert!(self.stderr.starts_with("error: "), "{}", self.stderr);
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "`{needle}` missing from: {}",
+                self.stderr
+            );
+        }
+        assert!(self.stdout.is_empty(), "stdout: {}", self.stdout);
+    }
+
+    /// Asserts that the configuration was valid and the role stopped as not built (exit 1).
+    fn assert_not_built(&self, role: &str) {
+        assert_eq!(self.code, 1, "stderr: {}", self.stderr);
+        assert_eq!(
+            self.error_line(),
+            format!(
+                "error: the {role} role is not built yet in this version of meridian (config is valid)"
+            )
+        );
+    }
+}
+
+fn run(cmd: &mut Command) -> Outcome {
+    let out = cmd.output().expect("the meridian binary runs");
+    Outcome {
+        code: out.status.code().expect("exited, not killed by a signal"),
+        stdout: String::from_utf8(out.stdout).expect("UTF-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("UTF-8 stderr"),
+    }
+}
+
+fn meridian_run(args: &[&str]) -> Outcome {
+    run(meridian().args(args))
+}
+
+/// A config file in a fresh temporary directory (kept alive by the returned guard).
+fn config_file(content: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("role.toml");
+    std::fs::write(&path, content).expect("write config");
+    (dir, path)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+#[test]
+fn help_lists_the_six_roles_with_a_description() {
+    let out = meridian_run(&["--help"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for role in ROLES {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{role} ")))
+            .unwrap_or_else(|| panic!("`{role}` missing from help:\n{}", out.stdout));
+        let description = line.trim_start()[role.len()..].trim();
+        assert!(
+            description.len() > 10,
+            "`{role}` has no description: {line:?}"
+        );
+    }
+    assert!(out.stdout.contains("--log-format"), "{}", out.stdout);
+}
+
+#[test]
+fn each_role_help_mentions_each_of_its_flags_and_variables() {
+    let flags: [(&str, &[&str]); 6] = [
+        (
+            "dev",
+            &[
+                "bots",
+                "duration",
+                "report",
+                "store",
+                "scenario",
+                "tick-hz",
+                "npcs",
+                "admin-listen",
+            ],
+        ),
+        (
+            "lobby",
+            &[
+                "listen",
+                "redis",
+                "ticket-key",
+                "cert",
+                "key",
+                "dev-cert",
+                "max-frame-bytes",
+                "keep-alive-ms",
+                "idle-timeout-ms",
+                "admin-listen",
+            ],
+        ),
+        (
+            "shard",
+            &[
+                "id",
+                "zone",
+                "listen",
+                "public-addr",
+                "zone-bounds",
+                "tick-hz",
+                "npcs",
+                "ticket-key",
+                "cert",
+                "key",
+                "dev-cert",
+                "redis",
+                "max-frame-bytes",
+                "keep-alive-ms",
+                "idle-timeout-ms",
+                "admin-listen",
+            ],
+        ),
+        (
+            "client",
+            &[
+                "lobby",
+                "shard",
+                "cert-sha256",
+                "insecure-dev",
+                "name",
+                "ticket",
+                "duration-s",
+            ],
+        ),
+        (
+            "bots",
+            &[
+                "lobby",
+                "cert-sha256",
+                "insecure-dev",
+                "count",
+                "ramp",
+                "duration",
+                "scenario",
+                "latency-matrix",
+                "regions",
+                "report",
+            ],
+        ),
+        ("audit", &["redis"]),
+    ];
+    for (role, role_flags) in flags {
+        let out = meridian_run(&[role, "--help"]);
+        assert_eq!(out.code, 0, "{role}: {}", out.stderr);
+        for flag in role_flags.iter().chain(&["config", "log-format"]) {
+            assert!(
+                out.stdout.contains(&format!("--{flag}")),
+                "{role} help lacks --{flag}"
+            );
+            let var = format!("MERIDIAN_{}", flag.replace('-', "_").to_uppercase());
+            assert!(out.stdout.contains(&var), "{role} help lacks {var}");
+        }
+        assert!(
+            out.stdout.contains("[default: "),
+            "{role} help states no default"
+        );
+    }
+}
+
+#[test]
+fn help_never_shows_secret_environment_values() {
+    let out = run(meridian()
+        .args(["shard", "--help"])
+        .env("MERIDIAN_TICKET_KEY", KEY)
+        .env("MERIDIAN_REDIS", "redis://app:s3cret@db:6380"));
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("MERIDIAN_TICKET_KEY"));
+    assert!(
+        !out.stdout.contains(KEY) && !out.stdout.contains("s3cret"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn version_names_the_crate_and_protocol_versions() {
+    let out = meridian_run(&["--version"]);
+    assert_eq!(out.code, 0);
+    assert_eq!(
+        out.stdout.trim(),
+        format!("meridian {} (protocol 1)", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(out.stdout.contains("protocol 1"));
+}
+
+#[test]
+fn unknown_subcommand_and_unknown_flag_exit_2() {
+    let out = meridian_run(&["serve"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("serve"), "{}", out.stderr);
+    let out = meridian_run(&["shard", "--tickhz", "30"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--tickhz"), "{}", out.stderr);
+    let out = meridian_run(&[]);
+    assert_eq!(out.code, 2, "no subcommand");
+    let out = meridian_run(&["shard", "--tick-hz", "fast"]);
+    assert_eq!(out.code, 2, "a value clap cannot parse");
+    let out = meridian_run(&["--log-format", "xml", "dev"]);
+    assert_eq!(out.code, 2, "bad log format");
+}
+
+#[test]
+fn shard_without_ticket_key_exits_2() {
+    let out = meridian_run(&["shard", "--dev-cert"]);
+    out.assert_config_error(&["ticket key", "--ticket-key", "MERIDIAN_TICKET_KEY"]);
+}
+
+#[test]
+fn bad_ticket_key_is_named_but_never_echoed() {
+    let bad = format!("{}zz", &KEY[..62]);
+    let out = meridian_run(&["shard", "--dev-cert", "--ticket-key", &bad]);
+    out.assert_config_error(&["ticket key"]);
+    assert!(!out.stderr.contains(&KEY[..62]), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_key_in_config_file_names_file_line_and_key() {
+    let (_dir, path) = config_file("zone = \"west\"\ndev_cert = true\ntickhz = 30\n");
+    let out = meridian_run(&["shard", "--config", path_str(&path), "--ticket-key", KEY]);
+    out.assert_config_error(&[path_str(&path), "line 3", "column 1", "tickhz", "tick_hz"]);
+}
+
+#[test]
+fn wrong_value_type_in_config_file_names_the_key() {
+    let (_dir, path) = config_file("dev_cert = true\ntick_hz = \"fast\"\n");
+    let out = meridian_run(&["shard", "--config", path_str(&path), "--ticket-key", KEY]);
+    out.assert_config_error(&[path_str(&path), "line 2", "key `tick_hz`"]);
+}
+
+#[test]
+fn unreadable_config_file_exits_2_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nope.toml");
+    let out = meridian_run(&["lobby", "--config", path_str(&missing)]);
+    out.assert_config_error(&["cannot read config file", path_str(&missing), "os error"]);
+    // The same through MERIDIAN_CONFIG, and for a directory.
+    let out = run(meridian().arg("bots").env("MERIDIAN_CONFIG", dir.path()));
+    out.assert_config_error(&[path_str(dir.path())]);
+}
+
+#[test]
+fn bad_toml_syntax_exits_2_with_the_line() {
+    let (_dir, path) = config_file("dev_cert = true\nnpcs = = 5\n");
+    let out = meridian_run(&["shard", "--config", path_str(&path), "--ticket-key", KEY]);
+    out.assert_config_error(&[path_str(&path), "TOML parse error", "line 2"]);
+}
+
+/// A shard file that is valid but for its `tick_hz`.
+fn shard_file(tick_hz: u16) -> (tempfile::TempDir, PathBuf) {
+    config_file(&format!(
+        "ticket_key = \"{KEY}\"\ndev_cert = true\ntick_hz = {tick_hz}\n"
+    ))
+}
+
+#[test]
+fn file_overrides_defaults() {
+    let (_dir, path) = shard_file(0);
+    let out = meridian_run(&["shard", "--config", path_str(&path)]);
+    out.assert_config_error(&["tick_hz 0"]);
+    let (_dir, path) = shard_file(60);
+    meridian_run(&["shard", "--config", path_str(&path)]).assert_not_built("shard");
+}
+
+#[test]
+fn flag_overrides_file() {
+    let (_dir, path) = shard_file(0);
+    let out = meridian_run(&["shard", "--config", path_str(&path), "--tick-hz", "30"]);
+    out.assert_not_built("shard");
+}
+
+#[test]
+fn environment_overrides_file() {
+    let (_dir, path) = shard_file(30);
+    let out = run(meridian()
+        .args(["shard", "--config", path_str(&path)])
+        .env("MERIDIAN_TICK_HZ", "0"));
+    out.assert_config_error(&["tick_hz 0"]);
+    let (_dir, path) = shard_file(0);
+    let out = run(meridian()
+        .args(["shard", "--config", path_str(&path)])
+        .env("MERIDIAN_TICK_HZ", "30"));
+    out.assert_not_built("shard");
+}
+
+#[test]
+fn flag_overrides_environment() {
+    let out = run(meridian()
+        .args(["shard", "--dev-cert", "--tick-hz", "30"])
+        .env("MERIDIAN_TICKET_KEY", KEY)
+        .env("MERIDIAN_TICK_HZ", "0"));
+    out.assert_not_built("shard");
+    let out = run(meridian()
+        .args(["shard", "--dev-cert", "--tick-hz", "0"])
+        .env("MERIDIAN_TICKET_KEY", KEY)
+        .env("MERIDIAN_TICK_HZ", "30"));
+    out.assert_config_error(&["tick_hz 0"]);
+}
+
+#[test]
+fn environment_can_turn_off_a_boolean_the_file_turned_on() {
+    let (_dir, path) = shard_file(30);
+    let out = run(meridian()
+        .args(["shard", "--config", path_str(&path)])
+        .env("MERIDIAN_DEV_CERT", "false"));
+    out.assert_config_error(&["no TLS certificate"]);
+    let out = meridian_run(&["shard", "--config", path_str(&path), "--dev-cert=false"]);
+    out.assert_config_error(&["no TLS certificate"]);
+}
+
+#[test]
+fn config_file_comes_from_the_environment_too() {
+    let (_dir, path) = shard_file(0);
+    let out = run(meridian().arg("shard").env("MERIDIAN_CONFIG", &path));
+    out.assert_config_error(&["tick_hz 0"]);
+}
+
+#[test]
+fn bots_count_zero_exits_2() {
+    let out = meridian_run(&[
+        "bots",
+        "--lobby",
+        "127.0.0.1:7100",
+        "--insecure-dev",
+        "--count",
+        "0",
+    ]);
+    out.assert_config_error(&["count must be at least 1"]);
+}
+
+#[test]
+fn bad_duration_exits_2_naming_it() {
+    let out = meridian_run(&[
+        "bots",
+        "--lobby",
+        "127.0.0.1:7100",
+        "--insecure-dev",
+        "--duration",
+        "5 fortnights",
+    ]);
+    out.assert_config_error(&["`5 fortnights`", "duration"]);
+    let out = run(meridian().arg("dev").env("MERIDIAN_DURATION", "1.5h"));
+    out.assert_config_error(&["`1.5h`"]);
+}
+
+#[test]
+fn other_validation_errors_exit_2() {
+    meridian_run(&["bots", "--insecure-dev"]).assert_config_error(&["lobby"]);
+    meridian_run(&["client", "--insecure-dev"]).assert_config_error(&["--lobby"]);
+    meridian_run(&["audit"]).assert_config_error(&["Redis URL"]);
+    meridian_run(&["dev", "--store", "postgres://db"]).assert_config_error(&["store"]);
+    meridian_run(&[
+        "lobby",
+        "--ticket-key",
+        KEY,
+        "--cert",
+        "/etc/meridian/cert.pem",
+    ])
+    .assert_config_error(&["/etc/meridian/cert.pem", "--key"]);
+    meridian_run(&[
+        "shard",
+        "--ticket-key",
+        KEY,
+        "--dev-cert",
+        "--zone-bounds",
+        "0,0,-5,10",
+    ])
+    .assert_config_error(&["`0,0,-5,10`"]);
+}
+
+#[test]
+fn valid_shard_config_stops_as_not_built_and_logs_it_redacted() {
+    let (_dir, path) = config_file(&format!(
+        "id = \"eu-west-1a\"\nzone = \"west\"\nticket_key = \"{KEY}\"\ndev_cert = true\n\
+         redis = \"redis://app:s3cret@127.0.0.1:6380\"\n"
+    ));
+    let out = meridian_run(&["shard", "--config", path_str(&path)]);
+    out.assert_not_built("shard");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    let logs = &out.stderr[..out.stderr.len() - out.error_line().len() - 1];
+    assert!(logs.contains("effective configuration"), "{logs}");
+    assert!(
+        logs.contains("eu-west-1a") && logs.contains("<redacted>"),
+        "{logs}"
+    );
+    assert!(
+        !out.stderr.contains(KEY) && !out.stderr.contains("s3cret"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn every_role_with_a_valid_config_stops_as_not_built() {
+    let cases: [(&str, &[&str]); 6] = [
+        ("dev", &[]),
+        ("lobby", &["--ticket-key", KEY, "--dev-cert"]),
+        ("shard", &["--ticket-key", KEY, "--dev-cert"]),
+        ("client", &["--lobby", "127.0.0.1:7100", "--insecure-dev"]),
+        (
+            "bots",
+            &[
+                "--lobby",
+                "127.0.0.1:7100",
+                "--insecure-dev",
+                "--scenario",
+                "geo",
+            ],
+        ),
+        // Never connected to: the audit role is not built.
+        ("audit", &["--redis", "redis://127.0.0.1:6380"]),
+    ];
+    for (role, args) in cases {
+        let out = run(meridian().arg(role).args(args));
+        out.assert_not_built(role);
+    }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_span_fields() {
+    for format_from_env in [false, true] {
+        let mut cmd = meridian();
+        if format_from_env {
+            cmd.env("MERIDIAN_LOG_FORMAT", "json");
+        } else {
+            cmd.args(["--log-format", "json"]);
+        }
+        let out = run(cmd.args(["shard", "--ticket-key", KEY, "--dev-cert"]));
+        out.assert_not_built("shard");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        let (_error, logs) = lines.split_last().expect("an error line");
+        assert!(!logs.is_empty(), "no log lines: {}", out.stderr);
+        for line in logs {
+            let event: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+            assert_eq!(event["level"], "INFO", "{line}");
+            assert_eq!(event["span"]["role"], "shard", "{line}");
+            assert_eq!(event["spans"][0]["name"], "meridian", "{line}");
+            assert_eq!(
+                event["fields"]["message"], "effective configuration",
+                "{line}"
+            );
+            assert!(!line.contains(KEY), "{line}");
+        }
+    }
+}
+
+#[test]
+fn rust_log_filters_the_logs() {
+    let out = run(meridian()
+        .args(["shard", "--ticket-key", KEY, "--dev-cert"])
+        .env("RUST_LOG", "warn"));
+    out.assert_not_built("shard");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
