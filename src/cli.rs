@@ -515,7 +515,8 @@ pub struct ClientArgs {
     /// Lobby to join through [default: none]
     #[arg(long, env = "MERIDIAN_LOBBY", value_name = "ADDR")]
     pub lobby: Option<SocketAddr>,
-    /// Shard to connect to directly with --ticket, instead of --lobby [default: none]
+    /// Shard to connect to directly with --ticket-key, instead of --lobby (development, until
+    /// the lobby exists) [default: none]
     #[arg(long, env = "MERIDIAN_SHARD", value_name = "ADDR")]
     pub shard: Option<SocketAddr>,
     /// SHA-256 of the certificate of the server dialled first, 64 hex characters (':'
@@ -533,14 +534,22 @@ pub struct ClientArgs {
     /// Player name, 1 to 32 printable characters [default: player]
     #[arg(long, env = "MERIDIAN_NAME", value_name = "NAME")]
     pub name: Option<String>,
-    /// Join ticket for --shard; never logged [default: none]
+    /// Ticket key of --shard (its --ticket-key): 64 hex characters; the client mints its own
+    /// join ticket with it (development only); never logged [default: none]
     #[arg(
         long,
-        env = "MERIDIAN_TICKET",
+        env = "MERIDIAN_TICKET_KEY",
         hide_env_values = true,
-        value_name = "TICKET"
+        value_name = "HEX"
     )]
-    pub ticket: Option<String>,
+    pub ticket_key: Option<String>,
+    /// Name of --shard, its --id: the minted ticket admits to that shard only
+    /// [default: shard-1]
+    #[arg(long, env = "MERIDIAN_SHARD_ID", value_name = "NAME")]
+    pub shard_id: Option<String>,
+    /// Zone of --shard, its --zone, written in the minted ticket [default: zone-1]
+    #[arg(long, env = "MERIDIAN_ZONE", value_name = "NAME")]
+    pub zone: Option<String>,
     /// Leave after this many seconds; play until interrupted if unset [default: none]
     #[arg(long, env = "MERIDIAN_DURATION_S", value_name = "SECONDS")]
     pub duration_s: Option<u64>,
@@ -561,7 +570,9 @@ impl RoleArgs for ClientArgs {
             cert_sha256,
             insecure_dev,
             name,
-            ticket,
+            ticket_key,
+            shard_id,
+            zone,
             duration_s,
         } = self;
         set_some(&mut c.lobby, lobby);
@@ -569,7 +580,9 @@ impl RoleArgs for ClientArgs {
         set_some(&mut c.cert_sha256, cert_sha256);
         set(&mut c.insecure_dev, insecure_dev);
         set(&mut c.name, name);
-        set_some(&mut c.ticket, ticket);
+        set_some(&mut c.ticket_key, ticket_key);
+        set(&mut c.shard_id, shard_id);
+        set(&mut c.zone, zone);
         set_some(&mut c.duration_s, duration_s);
     }
 }
@@ -849,6 +862,40 @@ mod tests {
         let mut config = BotsConfig::default();
         args.overlay(&mut config);
         assert!(config.insecure_dev);
+    }
+
+    #[test]
+    fn client_direct_flags_overlay() {
+        let Command::Client(args) = parse(&[
+            "meridian",
+            "client",
+            "--ticket-key",
+            "ab",
+            "--shard-id",
+            "s1",
+            "--zone",
+            "z1",
+        ])
+        .command
+        else {
+            panic!("client");
+        };
+        let mut config = ClientConfig::default();
+        args.overlay(&mut config);
+        assert_eq!(
+            (
+                config.ticket_key.as_deref(),
+                config.shard_id.as_str(),
+                config.zone.as_str()
+            ),
+            (Some("ab"), "s1", "z1")
+        );
+        let Command::Client(args) = parse(&["meridian", "client"]).command else {
+            panic!("client");
+        };
+        let mut config = ClientConfig::default();
+        args.overlay(&mut config);
+        assert_eq!(config, ClientConfig::default());
     }
 
     #[test]

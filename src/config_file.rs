@@ -91,7 +91,7 @@ fn describe(path: &Path, text: &str, err: &toml::de::Error) -> ConfigFileError {
 }
 
 /// Keys whose values are secrets (or may hold one, like a Redis URL with a password).
-const SECRET_KEYS: [&str; 4] = ["ticket_key", "ticket", "redis", "store"];
+const SECRET_KEYS: [&str; 3] = ["ticket_key", "redis", "store"];
 
 /// `message` with every `` `…` `` or `"…"` segment (where serde quotes the value it refused)
 /// replaced by `<redacted>`.

@@ -8,13 +8,21 @@
 //! Exit codes: 0 success, 1 the role failed, 2 a bad command line or configuration.
 
 mod cli;
+mod client;
 mod config_file;
 mod dev;
+mod dev_world;
 mod logging;
 
 use cli::RoleConfig;
+use meridian_client::config::ClientConfig;
+use meridian_client::session::SessionError;
+use meridian_shard::server::ShardError;
 use std::fmt::Display;
+use std::future::Future;
+use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
 /// Exit code of a bad command line or configuration (clap uses it for its own errors too).
 const EXIT_USAGE: u8 = 2;
@@ -30,7 +38,43 @@ enum RunError {
         /// The role.
         role: &'static str,
     },
+    /// `client --insecure-dev`: the client library only pins certificates.
+    #[error(
+        "client --insecure-dev is not built yet: the client only pins certificates; pass \
+         --cert-sha256 (the shard logs its fingerprint at start-up as cert_sha256=)"
+    )]
+    InsecureNotBuilt,
+    /// The async runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The Ctrl-C / SIGTERM handlers could not be installed.
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signals(std::io::Error),
+    /// The shard failed.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// The direct-to-shard client could not be set up.
+    #[error(transparent)]
+    Direct(#[from] client::DirectError),
+    /// The client's session with the shard failed.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The dev world failed.
+    #[error(transparent)]
+    Dev(#[from] dev_world::DevError),
+    /// The lobby failed.
+    #[error(transparent)]
+    Lobby(#[from] meridian_lobby::service::LobbyRunError),
+    /// The lobby's certificate fingerprint is malformed.
+    #[error("--cert-sha256: {0}")]
+    Pin(String),
+    /// Joining through the lobby failed.
+    #[error(transparent)]
+    LobbyJoin(#[from] meridian_client::lobby::LobbyJoinError),
 }
+
+/// How long the runtime waits, after the role returned, for its remaining tasks to stop.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = cli::parse();
@@ -50,17 +94,158 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the role. Building a role is a one-line change of its arm here, to
-/// `meridian_<crate>::run(config, shutdown_signal())` (inside a runtime).
+/// Runs the role. Building a role is a change of its arm here, to
+/// `block_on(|shutdown| meridian_<crate>::run(config, shutdown))`.
 fn run(config: RoleConfig) -> Result<(), RunError> {
     match config {
-        RoleConfig::Dev(_config) => Err(RunError::NotBuilt { role: "dev" }),
-        RoleConfig::Lobby(_config) => Err(RunError::NotBuilt { role: "lobby" }),
-        RoleConfig::Shard(_config) => Err(RunError::NotBuilt { role: "shard" }),
-        RoleConfig::Client(_config) => Err(RunError::NotBuilt { role: "client" }),
+        RoleConfig::Dev(config) => block_on(|shutdown| async move {
+            dev_world::run(config, shutdown).await?;
+            Ok(())
+        }),
+        RoleConfig::Lobby(config) => block_on(|shutdown| async move {
+            meridian_lobby::service::run(config, shutdown).await?;
+            Ok(())
+        }),
+        RoleConfig::Shard(config) => block_on(|shutdown| async move {
+            meridian_shard::server::run(config, shutdown).await?;
+            Ok(())
+        }),
+        RoleConfig::Client(config) => run_client(&config),
         RoleConfig::Bots(_config) => Err(RunError::NotBuilt { role: "bots" }),
         RoleConfig::Audit(_config) => Err(RunError::NotBuilt { role: "audit" }),
     }
+}
+
+/// `meridian client`: straight to `--shard` with a ticket minted from `--ticket-key`, printing
+/// the demo's line every second on stdout. Through the lobby: not built yet.
+fn run_client(config: &ClientConfig) -> Result<(), RunError> {
+    if config.insecure_dev {
+        return Err(RunError::InsecureNotBuilt);
+    }
+    if let Some(lobby) = config.lobby {
+        return run_client_via_lobby(config, lobby);
+    }
+    let draw = client::TicketDraw::random();
+    let opts = client::direct_options(config, now_ms(), draw)?;
+    tracing::info!(
+        shard = %opts.shard, shard_id = %opts.ticket.claims.shard, zone = %opts.ticket.claims.zone,
+        player = %draw.player, "joining the shard directly with a development ticket"
+    );
+    block_on(|shutdown| async move {
+        meridian_client::demo::run(opts, shutdown, |line| {
+            // A closed stdout does not stop the client: it plays on until told to stop.
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+/// `meridian client --lobby`: joins through the lobby (which measures nothing itself: the client
+/// pings the candidate shards), then plays like the direct client.
+fn run_client_via_lobby(
+    config: &ClientConfig,
+    lobby: std::net::SocketAddr,
+) -> Result<(), RunError> {
+    let pin = meridian_client::config::parse_cert_sha256(
+        config.cert_sha256.as_deref().unwrap_or_default(),
+    )
+    .map_err(|e| RunError::Pin(e.to_string()))?;
+    let name = config.name.clone();
+    let duration = config.duration_s.map(Duration::from_secs);
+    block_on(|shutdown| async move {
+        let quic = meridian_protocol::quic::QuicConfig::default();
+        let bind: std::net::SocketAddr = if lobby.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let endpoint = meridian_client::session::client_endpoint(bind, &quic).map_err(|e| {
+            SessionError::Connect {
+                addr: lobby,
+                detail: e.to_string(),
+            }
+        })?;
+        let joined =
+            meridian_client::lobby::join(&endpoint, lobby, pin, &name, None, &quic).await?;
+        let rtts: Vec<String> = joined
+            .rtts
+            .iter()
+            .map(|(s, r)| format!("{s}={:.1}ms", r.as_secs_f64() * 1000.0))
+            .collect();
+        tracing::info!(player = %joined.candidates.player, shard = %joined.grant.shard.shard, addr = %joined.addr,
+            measured = %rtts.join(","), "the lobby granted a shard");
+        let opts = meridian_client::demo::DemoOptions {
+            shard: joined.addr,
+            cert_sha256: joined.grant.shard.cert_sha256,
+            ticket: joined.grant.ticket,
+            duration,
+            quic,
+        };
+        meridian_client::demo::run(opts, shutdown, |line| {
+            let _ = writeln!(std::io::stdout().lock(), "{line}");
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is set before it).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs `role` on a multi-thread tokio runtime built for it, with a future that completes on
+/// Ctrl-C or SIGTERM. The signal handlers are installed before `role` starts, so a signal sent
+/// once the role says it is ready is never missed.
+fn block_on<F, Fut>(role: F) -> Result<(), RunError>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = Result<(), RunError>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("meridian-worker")
+        .build()
+        .map_err(RunError::Runtime)?;
+    let result = runtime.block_on(async move {
+        let shutdown = shutdown_signal().map_err(RunError::Signals)?;
+        role(Box::pin(shutdown)).await
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    result
+}
+
+/// Completes on the first SIGINT (Ctrl-C) or SIGTERM. Installs the handlers at once; must be
+/// called within the runtime.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    })
+}
+
+/// Completes on the first Ctrl-C. Must be called within the runtime.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    Ok(async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!(signal = "Ctrl-C", "shutdown requested"),
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for Ctrl-C; stop the process another way");
+                std::future::pending::<()>().await;
+            }
+        }
+    })
 }
 
 /// Prints `error: …` on one line of stderr and returns `code`.

@@ -1,6 +1,11 @@
 //! The `meridian` command line, run as a real process: help and version, exit codes, config
 //! files, environment variables and their precedence, validation errors, start-up logs.
+//!
+//! A shard whose configuration is valid really starts; these tests give it a `--listen` address
+//! a [`BusyPort`] holds, so it stops at once failing to bind (exit 1) instead of running.
+//! `tests/shard_client.rs` runs shards and clients for real.
 
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -53,6 +58,23 @@ impl Outcome {
         assert!(self.stdout.is_empty(), "stdout: {}", self.stdout);
     }
 
+    /// Asserts that the configuration was valid and the shard started, then stopped on the
+    /// `busy` port it was told to listen on (exit 1).
+    fn assert_shard_ran(&self, busy: &BusyPort) {
+        assert_eq!(self.code, 1, "stderr: {}", self.stderr);
+        let expected = format!("error: cannot bind UDP {}: ", busy.addr);
+        assert!(
+            self.error_line().starts_with(&expected),
+            "`{expected}` expected: {}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains("effective configuration"),
+            "{}",
+            self.stderr
+        );
+    }
+
     /// Asserts that the configuration was valid and the role stopped as not built (exit 1).
     fn assert_not_built(&self, role: &str) {
         assert_eq!(self.code, 1, "stderr: {}", self.stderr);
@@ -62,6 +84,26 @@ impl Outcome {
                 "error: the {role} role is not built yet in this version of meridian (config is valid)"
             )
         );
+    }
+}
+
+/// A loopback UDP port held by the test: a shard told to listen on it fails to bind.
+struct BusyPort {
+    _socket: UdpSocket,
+    addr: SocketAddr,
+    /// `addr` as text, for command lines and files.
+    text: String,
+}
+
+impl BusyPort {
+    fn new() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback UDP port");
+        let addr = socket.local_addr().expect("local address");
+        Self {
+            _socket: socket,
+            addr,
+            text: addr.to_string(),
+        }
     }
 }
 
@@ -169,7 +211,9 @@ fn each_role_help_mentions_each_of_its_flags_and_variables() {
                 "cert-sha256",
                 "insecure-dev",
                 "name",
-                "ticket",
+                "ticket-key",
+                "shard-id",
+                "zone",
                 "duration-s",
             ],
         ),
@@ -210,17 +254,19 @@ fn each_role_help_mentions_each_of_its_flags_and_variables() {
 
 #[test]
 fn help_never_shows_secret_environment_values() {
-    let out = run(meridian()
-        .args(["shard", "--help"])
-        .env("MERIDIAN_TICKET_KEY", KEY)
-        .env("MERIDIAN_REDIS", "redis://app:s3cret@db:6380"));
-    assert_eq!(out.code, 0);
-    assert!(out.stdout.contains("MERIDIAN_TICKET_KEY"));
-    assert!(
-        !out.stdout.contains(KEY) && !out.stdout.contains("s3cret"),
-        "{}",
-        out.stdout
-    );
+    for role in ["shard", "lobby", "client"] {
+        let out = run(meridian()
+            .args([role, "--help"])
+            .env("MERIDIAN_TICKET_KEY", KEY)
+            .env("MERIDIAN_REDIS", "redis://app:s3cret@db:6380"));
+        assert_eq!(out.code, 0);
+        assert!(out.stdout.contains("MERIDIAN_TICKET_KEY"), "{role}");
+        assert!(
+            !out.stdout.contains(KEY) && !out.stdout.contains("s3cret"),
+            "{role}: {}",
+            out.stdout
+        );
+    }
 }
 
 #[test]
@@ -296,50 +342,67 @@ fn bad_toml_syntax_exits_2_with_the_line() {
     out.assert_config_error(&[path_str(&path), "TOML parse error", "line 2"]);
 }
 
-/// A shard file that is valid but for its `tick_hz`.
-fn shard_file(tick_hz: u16) -> (tempfile::TempDir, PathBuf) {
+/// A shard file that is valid but for its `tick_hz`, listening on `busy`.
+fn shard_file(tick_hz: u16, busy: &BusyPort) -> (tempfile::TempDir, PathBuf) {
     config_file(&format!(
-        "ticket_key = \"{KEY}\"\ndev_cert = true\ntick_hz = {tick_hz}\n"
+        "ticket_key = \"{KEY}\"\ndev_cert = true\ntick_hz = {tick_hz}\nlisten = \"{}\"\n",
+        busy.text
     ))
 }
 
 #[test]
 fn file_overrides_defaults() {
-    let (_dir, path) = shard_file(0);
+    let busy = BusyPort::new();
+    let (_dir, path) = shard_file(0, &busy);
     let out = meridian_run(&["shard", "--config", path_str(&path)]);
     out.assert_config_error(&["tick_hz 0"]);
-    let (_dir, path) = shard_file(60);
-    meridian_run(&["shard", "--config", path_str(&path)]).assert_not_built("shard");
+    let (_dir, path) = shard_file(60, &busy);
+    let out = meridian_run(&["shard", "--config", path_str(&path)]);
+    out.assert_shard_ran(&busy);
+    assert!(out.stderr.contains("tick_hz: 60"), "{}", out.stderr);
 }
 
 #[test]
 fn flag_overrides_file() {
-    let (_dir, path) = shard_file(0);
+    let busy = BusyPort::new();
+    let (_dir, path) = shard_file(0, &busy);
     let out = meridian_run(&["shard", "--config", path_str(&path), "--tick-hz", "30"]);
-    out.assert_not_built("shard");
+    out.assert_shard_ran(&busy);
+    assert!(out.stderr.contains("tick_hz: 30"), "{}", out.stderr);
 }
 
 #[test]
 fn environment_overrides_file() {
-    let (_dir, path) = shard_file(30);
+    let busy = BusyPort::new();
+    let (_dir, path) = shard_file(30, &busy);
     let out = run(meridian()
         .args(["shard", "--config", path_str(&path)])
         .env("MERIDIAN_TICK_HZ", "0"));
     out.assert_config_error(&["tick_hz 0"]);
-    let (_dir, path) = shard_file(0);
+    let (_dir, path) = shard_file(0, &busy);
     let out = run(meridian()
         .args(["shard", "--config", path_str(&path)])
         .env("MERIDIAN_TICK_HZ", "30"));
-    out.assert_not_built("shard");
+    out.assert_shard_ran(&busy);
+    assert!(out.stderr.contains("tick_hz: 30"), "{}", out.stderr);
 }
 
 #[test]
 fn flag_overrides_environment() {
+    let busy = BusyPort::new();
     let out = run(meridian()
-        .args(["shard", "--dev-cert", "--tick-hz", "30"])
+        .args([
+            "shard",
+            "--dev-cert",
+            "--tick-hz",
+            "30",
+            "--listen",
+            &busy.text,
+        ])
         .env("MERIDIAN_TICKET_KEY", KEY)
         .env("MERIDIAN_TICK_HZ", "0"));
-    out.assert_not_built("shard");
+    out.assert_shard_ran(&busy);
+    assert!(out.stderr.contains("tick_hz: 30"), "{}", out.stderr);
     let out = run(meridian()
         .args(["shard", "--dev-cert", "--tick-hz", "0"])
         .env("MERIDIAN_TICKET_KEY", KEY)
@@ -349,7 +412,8 @@ fn flag_overrides_environment() {
 
 #[test]
 fn environment_can_turn_off_a_boolean_the_file_turned_on() {
-    let (_dir, path) = shard_file(30);
+    let busy = BusyPort::new();
+    let (_dir, path) = shard_file(30, &busy);
     let out = run(meridian()
         .args(["shard", "--config", path_str(&path)])
         .env("MERIDIAN_DEV_CERT", "false"));
@@ -360,7 +424,8 @@ fn environment_can_turn_off_a_boolean_the_file_turned_on() {
 
 #[test]
 fn config_file_comes_from_the_environment_too() {
-    let (_dir, path) = shard_file(0);
+    let busy = BusyPort::new();
+    let (_dir, path) = shard_file(0, &busy);
     let out = run(meridian().arg("shard").env("MERIDIAN_CONFIG", &path));
     out.assert_config_error(&["tick_hz 0"]);
 }
@@ -419,13 +484,15 @@ fn other_validation_errors_exit_2() {
 }
 
 #[test]
-fn valid_shard_config_stops_as_not_built_and_logs_it_redacted() {
+fn valid_shard_config_is_logged_redacted() {
+    let busy = BusyPort::new();
     let (_dir, path) = config_file(&format!(
         "id = \"eu-west-1a\"\nzone = \"west\"\nticket_key = \"{KEY}\"\ndev_cert = true\n\
-         redis = \"redis://app:s3cret@127.0.0.1:6380\"\n"
+         redis = \"redis://app:s3cret@127.0.0.1:6380\"\nlisten = \"{}\"\n",
+        busy.text
     ));
     let out = meridian_run(&["shard", "--config", path_str(&path)]);
-    out.assert_not_built("shard");
+    out.assert_shard_ran(&busy);
     assert!(out.stdout.is_empty(), "{}", out.stdout);
     let logs = &out.stderr[..out.stderr.len() - out.error_line().len() - 1];
     assert!(logs.contains("effective configuration"), "{logs}");
@@ -441,12 +508,8 @@ fn valid_shard_config_stops_as_not_built_and_logs_it_redacted() {
 }
 
 #[test]
-fn every_role_with_a_valid_config_stops_as_not_built() {
-    let cases: [(&str, &[&str]); 6] = [
-        ("dev", &[]),
-        ("lobby", &["--ticket-key", KEY, "--dev-cert"]),
-        ("shard", &["--ticket-key", KEY, "--dev-cert"]),
-        ("client", &["--lobby", "127.0.0.1:7100", "--insecure-dev"]),
+fn every_role_not_built_yet_stops_with_a_valid_config() {
+    let cases: [(&str, &[&str]); 2] = [
         (
             "bots",
             &[
@@ -467,6 +530,78 @@ fn every_role_with_a_valid_config_stops_as_not_built() {
 }
 
 #[test]
+fn lobby_without_shared_state_is_refused() {
+    let out = meridian_run(&["lobby", "--ticket-key", KEY, "--dev-cert"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.error_line().contains("--redis"), "{}", out.stderr);
+}
+
+#[test]
+fn client_direct_to_shard_needs_the_ticket_key_and_only_then() {
+    let out = meridian_run(&["client", "--shard", "127.0.0.1:7000", "--cert-sha256", KEY]);
+    out.assert_config_error(&["--shard 127.0.0.1:7000", "--ticket-key"]);
+    let out = meridian_run(&[
+        "client",
+        "--lobby",
+        "127.0.0.1:7100",
+        "--insecure-dev",
+        "--ticket-key",
+        KEY,
+    ]);
+    out.assert_config_error(&["--ticket-key", "--shard"]);
+    let bad = format!("{}zz", &KEY[..62]);
+    let out = meridian_run(&[
+        "client",
+        "--shard",
+        "127.0.0.1:7000",
+        "--cert-sha256",
+        KEY,
+        "--ticket-key",
+        &bad,
+    ]);
+    out.assert_config_error(&["ticket key", "--ticket-key"]);
+    assert!(!out.stderr.contains(&KEY[..62]), "{}", out.stderr);
+    let direct = ["client", "--shard", "127.0.0.1:7000", "--cert-sha256", KEY];
+    let out = run(meridian()
+        .args(direct)
+        .args(["--shard-id", "a b"])
+        .env("MERIDIAN_TICKET_KEY", KEY));
+    out.assert_config_error(&["--shard-id"]);
+    let out = run(meridian()
+        .args(direct)
+        .env("MERIDIAN_TICKET_KEY", KEY)
+        .env("MERIDIAN_ZONE", ""));
+    out.assert_config_error(&["--zone"]);
+}
+
+#[test]
+fn client_insecure_dev_is_not_built_and_the_ticket_key_is_never_logged() {
+    let out = run(meridian()
+        .args(["client", "--shard", "127.0.0.1:7000", "--insecure-dev"])
+        .args(["--shard-id", "eu-1", "--zone", "west"])
+        .env("MERIDIAN_TICKET_KEY", KEY));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let error = out.error_line();
+    assert!(
+        error.starts_with("error: ")
+            && error.contains("--insecure-dev is not built yet")
+            && error.contains("--cert-sha256")
+            && error.contains("cert_sha256="),
+        "{error}"
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("effective configuration")
+            && out.stderr.contains("ticket_key: Some(\"<redacted>\")")
+            && out.stderr.contains("shard_id: \"eu-1\"")
+            && out.stderr.contains("zone: \"west\""),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(KEY), "{}", out.stderr);
+}
+
+#[test]
 fn json_logs_are_one_object_per_line_with_span_fields() {
     for format_from_env in [false, true] {
         let mut cmd = meridian();
@@ -475,30 +610,40 @@ fn json_logs_are_one_object_per_line_with_span_fields() {
         } else {
             cmd.args(["--log-format", "json"]);
         }
-        let out = run(cmd.args(["shard", "--ticket-key", KEY, "--dev-cert"]));
-        out.assert_not_built("shard");
+        let busy = BusyPort::new();
+        let out = run(cmd.args([
+            "shard",
+            "--ticket-key",
+            KEY,
+            "--dev-cert",
+            "--listen",
+            &busy.text,
+        ]));
+        out.assert_shard_ran(&busy);
         let lines: Vec<&str> = out.stderr.lines().collect();
         let (_error, logs) = lines.split_last().expect("an error line");
         assert!(!logs.is_empty(), "no log lines: {}", out.stderr);
         for line in logs {
             let event: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
-            assert_eq!(event["level"], "INFO", "{line}");
             assert_eq!(event["span"]["role"], "shard", "{line}");
             assert_eq!(event["spans"][0]["name"], "meridian", "{line}");
-            assert_eq!(
-                event["fields"]["message"], "effective configuration",
-                "{line}"
-            );
             assert!(!line.contains(KEY), "{line}");
         }
+        let first: serde_json::Value = serde_json::from_str(logs[0]).expect("a JSON log line");
+        assert_eq!(first["level"], "INFO", "{}", logs[0]);
+        assert_eq!(
+            first["fields"]["message"], "effective configuration",
+            "{}",
+            logs[0]
+        );
     }
 }
 
 #[test]
 fn rust_log_filters_the_logs() {
     let out = run(meridian()
-        .args(["shard", "--ticket-key", KEY, "--dev-cert"])
+        .args(["audit", "--redis", "redis://127.0.0.1:6380"])
         .env("RUST_LOG", "warn"));
-    out.assert_not_built("shard");
+    out.assert_not_built("audit");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }

@@ -5,9 +5,11 @@
 //! `main` builds them (flags > environment > file > defaults) and validates them once; this
 //! crate never reads the environment.
 
+use meridian_protocol::ids::NameError;
 use meridian_protocol::lobby::{PlayerNameError, validate_player_name};
 use meridian_protocol::quic::CertSha256;
-use meridian_protocol::ticket::parse_hex_32;
+use meridian_protocol::ticket::{TicketKeyError, parse_hex_32};
+use meridian_protocol::{ShardId, ZoneId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -129,14 +131,15 @@ pub fn parse_duration(value: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs(seconds))
 }
 
-/// Configuration of the headless demo client: joins through the lobby (or straight to a shard
-/// with a ticket), plays, prints what it sees.
+/// Configuration of the headless demo client: joins through the lobby (or, for development,
+/// straight to a shard with a join ticket it mints itself with the shard's ticket key), plays,
+/// prints what it sees.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     /// Lobby to join through.
     pub lobby: Option<SocketAddr>,
-    /// Shard to connect to directly, with `ticket` (instead of `lobby`).
+    /// Shard to connect to directly, with `ticket_key` (instead of `lobby`).
     pub shard: Option<SocketAddr>,
     /// SHA-256 of the certificate of the server dialled first (64 hexadecimal characters,
     /// `:` separators allowed): the client pins it.
@@ -145,8 +148,13 @@ pub struct ClientConfig {
     pub insecure_dev: bool,
     /// Player name (1 to 32 printable characters).
     pub name: String,
-    /// Join ticket for a direct `shard` connection. Never logged.
-    pub ticket: Option<String>,
+    /// Key shared with the `shard` (64 hexadecimal characters, 32 bytes): the client mints its
+    /// own join ticket with it. Development only, until the lobby exists. Never logged.
+    pub ticket_key: Option<String>,
+    /// Name of the `shard` (its `--id`): the minted ticket admits to this shard only.
+    pub shard_id: String,
+    /// Zone of the `shard` (its `--zone`), written in the minted ticket.
+    pub zone: String,
     /// Leave after this many seconds; play until interrupted if unset.
     pub duration_s: Option<u64>,
 }
@@ -159,14 +167,16 @@ impl Default for ClientConfig {
             cert_sha256: None,
             insecure_dev: false,
             name: "player".to_owned(),
-            ticket: None,
+            ticket_key: None,
+            shard_id: "shard-1".to_owned(),
+            zone: "zone-1".to_owned(),
             duration_s: None,
         }
     }
 }
 
 impl fmt::Debug for ClientConfig {
-    /// Shows every field, with the ticket redacted.
+    /// Shows every field, with the ticket key redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Destructured so that a new field cannot be forgotten here.
         let Self {
@@ -175,7 +185,9 @@ impl fmt::Debug for ClientConfig {
             cert_sha256,
             insecure_dev,
             name,
-            ticket,
+            ticket_key,
+            shard_id,
+            zone,
             duration_s,
         } = self;
         f.debug_struct("ClientConfig")
@@ -184,7 +196,9 @@ impl fmt::Debug for ClientConfig {
             .field("cert_sha256", cert_sha256)
             .field("insecure_dev", insecure_dev)
             .field("name", name)
-            .field("ticket", &ticket.as_ref().map(|_| REDACTED))
+            .field("ticket_key", &ticket_key.as_ref().map(|_| REDACTED))
+            .field("shard_id", shard_id)
+            .field("zone", zone)
             .field("duration_s", duration_s)
             .finish()
     }
@@ -240,7 +254,7 @@ impl Default for BotsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// The client has nowhere to go.
-    #[error("no server: set --lobby (join through the lobby) or --shard with --ticket")]
+    #[error("no server: set --lobby (join through the lobby) or --shard with --ticket-key")]
     NoServer,
     /// Both a lobby and a shard: the client dials one or the other.
     #[error("--lobby {lobby} and --shard {shard} are mutually exclusive")]
@@ -250,15 +264,35 @@ pub enum ConfigError {
         /// The shard given.
         shard: SocketAddr,
     },
-    /// A direct shard connection needs a ticket.
-    #[error("--shard {shard} needs --ticket (shards admit only players with a signed ticket)")]
-    ShardWithoutTicket {
+    /// A direct shard connection needs the shard's ticket key, to mint a join ticket.
+    #[error(
+        "--shard {shard} needs --ticket-key, the key shared with the shard (shards admit only players with a signed ticket)"
+    )]
+    ShardWithoutTicketKey {
         /// The shard given.
         shard: SocketAddr,
     },
-    /// A ticket is only used with a direct shard connection; the lobby issues its own.
-    #[error("--ticket is only used with --shard; the lobby issues tickets itself")]
-    TicketWithoutShard,
+    /// A ticket key is only used with a direct shard connection; the lobby issues tickets.
+    #[error("--ticket-key is only used with --shard; the lobby issues tickets itself")]
+    TicketKeyWithoutShard,
+    /// The ticket key is not 64 hexadecimal characters (its value is never shown).
+    #[error("invalid ticket key (--ticket-key / MERIDIAN_TICKET_KEY): {source}")]
+    BadTicketKey {
+        /// What is wrong with it.
+        source: TicketKeyError,
+    },
+    /// The shard id is not a valid name.
+    #[error("invalid --shard-id: {source}")]
+    BadShardId {
+        /// What is wrong with it.
+        source: NameError,
+    },
+    /// The zone is not a valid name.
+    #[error("invalid --zone: {source}")]
+    BadZone {
+        /// What is wrong with it.
+        source: NameError,
+    },
     /// The bots have no lobby.
     #[error("missing lobby address: set --lobby or MERIDIAN_LOBBY")]
     MissingLobby,
@@ -326,15 +360,22 @@ fn check_pin(cert_sha256: Option<&str>, insecure_dev: bool) -> Result<(), Config
 impl ClientConfig {
     /// Checks every field; `main` calls it once before running the role.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match (self.lobby, self.shard, &self.ticket) {
+        match (self.lobby, self.shard, &self.ticket_key) {
             (None, None, _) => return Err(ConfigError::NoServer),
             (Some(lobby), Some(shard), _) => {
                 return Err(ConfigError::LobbyAndShard { lobby, shard });
             }
-            (None, Some(shard), None) => return Err(ConfigError::ShardWithoutTicket { shard }),
-            (Some(_), None, Some(_)) => return Err(ConfigError::TicketWithoutShard),
-            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (None, Some(shard), None) => {
+                return Err(ConfigError::ShardWithoutTicketKey { shard });
+            }
+            (Some(_), None, Some(_)) => return Err(ConfigError::TicketKeyWithoutShard),
+            (None, Some(_), Some(key)) => {
+                parse_hex_32(key).map_err(|source| ConfigError::BadTicketKey { source })?;
+            }
+            (Some(_), None, None) => {}
         }
+        self.shard_id()?;
+        self.zone_id()?;
         check_pin(self.cert_sha256.as_deref(), self.insecure_dev)?;
         validate_player_name(&self.name).map_err(|source| ConfigError::BadName { source })?;
         if self.duration_s == Some(0) {
@@ -343,6 +384,16 @@ impl ClientConfig {
             });
         }
         Ok(())
+    }
+
+    /// `shard_id` as a [`ShardId`].
+    pub fn shard_id(&self) -> Result<ShardId, ConfigError> {
+        ShardId::new(self.shard_id.as_str()).map_err(|source| ConfigError::BadShardId { source })
+    }
+
+    /// `zone` as a [`ZoneId`].
+    pub fn zone_id(&self) -> Result<ZoneId, ConfigError> {
+        ZoneId::new(self.zone.as_str()).map_err(|source| ConfigError::BadZone { source })
     }
 }
 
@@ -389,6 +440,7 @@ mod tests {
     use super::*;
 
     const PIN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const KEY: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("literal")
@@ -462,6 +514,16 @@ mod tests {
         }
     }
 
+    /// A valid direct-to-shard client.
+    fn direct() -> ClientConfig {
+        ClientConfig {
+            lobby: None,
+            shard: Some(addr("127.0.0.1:7000")),
+            ticket_key: Some(KEY.into()),
+            ..client()
+        }
+    }
+
     #[test]
     fn client_rules() {
         assert_eq!(client().validate(), Ok(()));
@@ -470,36 +532,39 @@ mod tests {
             Err(ConfigError::NoServer)
         );
         let shard = addr("127.0.0.1:7000");
-        let direct = ClientConfig {
-            lobby: None,
-            shard: Some(shard),
-            ticket: Some("t".into()),
-            ..client()
-        };
+        let direct = direct();
         assert_eq!(direct.validate(), Ok(()));
-        assert_eq!(
-            ClientConfig {
-                ticket: None,
-                ..direct.clone()
-            }
-            .validate(),
-            Err(ConfigError::ShardWithoutTicket { shard })
+        let missing_key = ClientConfig {
+            ticket_key: None,
+            ..direct.clone()
+        }
+        .validate()
+        .expect_err("no key");
+        assert_eq!(missing_key, ConfigError::ShardWithoutTicketKey { shard });
+        let msg = missing_key.to_string();
+        assert!(
+            msg.contains("--shard 127.0.0.1:7000") && msg.contains("--ticket-key"),
+            "{msg}"
         );
         assert!(matches!(
             ClientConfig {
                 lobby: Some(addr("127.0.0.1:7100")),
-                ..direct
+                ..direct.clone()
             }
             .validate(),
             Err(ConfigError::LobbyAndShard { .. })
         ));
-        assert_eq!(
-            ClientConfig {
-                ticket: Some("t".into()),
-                ..client()
-            }
-            .validate(),
-            Err(ConfigError::TicketWithoutShard)
+        let key_alone = ClientConfig {
+            ticket_key: Some(KEY.into()),
+            ..client()
+        }
+        .validate()
+        .expect_err("key without shard");
+        assert_eq!(key_alone, ConfigError::TicketKeyWithoutShard);
+        let msg = key_alone.to_string();
+        assert!(
+            msg.contains("--ticket-key") && msg.contains("--shard"),
+            "{msg}"
         );
         assert_eq!(
             ClientConfig {
@@ -539,6 +604,42 @@ mod tests {
     }
 
     #[test]
+    fn client_ticket_key_and_shard_names() {
+        let bad_key = format!("{}zz", &KEY[..62]);
+        let err = ClientConfig {
+            ticket_key: Some(bad_key),
+            ..direct()
+        }
+        .validate()
+        .expect_err("not hex");
+        assert!(matches!(err, ConfigError::BadTicketKey { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--ticket-key") && !msg.contains(&KEY[..62]),
+            "{msg}"
+        );
+        let cfg = direct();
+        assert_eq!(cfg.shard_id(), Ok(ShardId::new("shard-1").expect("valid")));
+        assert_eq!(cfg.zone_id(), Ok(ZoneId::new("zone-1").expect("valid")));
+        let err = ClientConfig {
+            shard_id: "a b".into(),
+            ..direct()
+        }
+        .validate()
+        .expect_err("bad shard id");
+        assert!(matches!(err, ConfigError::BadShardId { .. }), "{err:?}");
+        assert!(err.to_string().contains("--shard-id"), "{err}");
+        let err = ClientConfig {
+            zone: String::new(),
+            ..direct()
+        }
+        .validate()
+        .expect_err("bad zone");
+        assert!(matches!(err, ConfigError::BadZone { .. }), "{err:?}");
+        assert!(err.to_string().contains("--zone"), "{err}");
+    }
+
+    #[test]
     fn client_names() {
         assert_eq!(
             ClientConfig {
@@ -569,14 +670,18 @@ mod tests {
     }
 
     #[test]
-    fn client_debug_redacts_the_ticket() {
+    fn client_debug_redacts_the_ticket_key() {
         let cfg = ClientConfig {
-            ticket: Some("secret-ticket".into()),
-            ..client()
+            shard_id: "eu-1".into(),
+            ..direct()
         };
         let shown = format!("{cfg:?}");
         assert!(
-            shown.contains(REDACTED) && !shown.contains("secret-ticket"),
+            shown.contains(&format!("ticket_key: Some(\"{REDACTED}\")")) && !shown.contains(KEY),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("eu-1") && shown.contains("zone-1"),
             "{shown}"
         );
     }

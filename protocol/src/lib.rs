@@ -24,6 +24,7 @@ pub mod ids;
 pub mod lobby;
 pub mod quantize;
 pub mod quic;
+pub mod snapshot;
 #[cfg(feature = "stream")]
 pub mod stream;
 pub mod ticket;

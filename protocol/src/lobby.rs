@@ -92,6 +92,8 @@ pub struct ShardCandidateMsg {
     pub shard: ShardId,
     /// Its zone.
     pub zone: ZoneId,
+    /// The region (datacenter) it runs in, as named in the latency matrix.
+    pub region: String,
     /// Its public address (`host:port`).
     pub addr: String,
     /// SHA-256 of its certificate, to pin.

@@ -139,14 +139,22 @@ fn reject() -> impl Strategy<Value = RejectMsg> {
     (reason, text(80)).prop_map(|(reason, detail)| RejectMsg { reason, detail })
 }
 fn candidate() -> impl Strategy<Value = ShardCandidateMsg> {
-    (shard_id(), zone_id(), "[a-z0-9.:]{1,40}", any::<[u8; 32]>()).prop_map(
-        |(shard, zone, addr, cert_sha256)| ShardCandidateMsg {
-            shard,
-            zone,
-            addr,
-            cert_sha256,
-        },
+    (
+        shard_id(),
+        zone_id(),
+        "[a-z-]{1,12}",
+        "[a-z0-9.:]{1,40}",
+        any::<[u8; 32]>(),
     )
+        .prop_map(
+            |(shard, zone, region, addr, cert_sha256)| ShardCandidateMsg {
+                shard,
+                zone,
+                region,
+                addr,
+                cert_sha256,
+            },
+        )
 }
 fn lobby_hello() -> impl Strategy<Value = LobbyHelloMsg> {
     (any::<u32>(), text(40), proptest::option::of(ticket())).prop_map(

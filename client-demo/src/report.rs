@@ -1,0 +1,220 @@
+//! The run report of `meridian dev` and `meridian bots`: one JSON document whose field names
+//! are a contract (users script against them). `schema` changes when a field changes meaning.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the report's shape.
+pub const REPORT_SCHEMA: u32 = 1;
+
+/// A whole run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`REPORT_SCHEMA`].
+    pub schema: u32,
+    /// Bots asked for.
+    pub bots: u32,
+    /// Length of the run, seconds.
+    pub duration_s: f64,
+    /// Shards' tick rate.
+    pub tick_hz: u32,
+    /// Bots that reached play (first snapshot).
+    pub joined: u32,
+    /// Bots that never did.
+    pub join_failures: u32,
+    /// Lobby connect → first snapshot, milliseconds.
+    pub join_ms: JoinMs,
+    /// QUIC round trip to the shard, sampled once a second per bot, milliseconds.
+    pub rtt_ms: RttMs,
+    /// Snapshots received per second, per bot.
+    pub snapshots_per_s: MeanMin,
+    /// Bytes received per second, per bot.
+    pub down_bytes_per_s: MeanMax,
+    /// Bytes sent per second, per bot.
+    pub up_bytes_per_s: Mean,
+    /// Handoffs between shards.
+    pub handoffs: Handoffs,
+    /// Sessions that ended without the bot leaving (kicked, connection lost).
+    pub disconnects: u32,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u32>,
+    /// Routing quality, when a latency matrix is in use.
+    pub routing: Routing,
+    /// Each shard at the end of the run.
+    pub shards: Vec<ShardReport>,
+}
+
+/// Percentiles of join time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JoinMs {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Percentiles of round-trip time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RttMs {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// Mean and minimum over bots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeanMin {
+    /// Mean.
+    pub mean: f64,
+    /// Minimum.
+    pub min: f64,
+}
+
+/// Mean and maximum over bots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeanMax {
+    /// Mean.
+    pub mean: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// Mean over bots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Mean {
+    /// Mean.
+    pub mean: f64,
+}
+
+/// Handoffs and their blackout (last snapshot from the old shard → first from the new).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Handoffs {
+    /// Handoffs completed.
+    pub count: u32,
+    /// Handoffs that failed.
+    pub failed: u32,
+    /// Median blackout, milliseconds.
+    pub ms_p50: f64,
+    /// 99th percentile blackout, milliseconds.
+    pub ms_p99: f64,
+    /// Longest blackout, milliseconds.
+    pub ms_max: f64,
+}
+
+/// How many bots landed on the shard with the lowest true round trip.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Routing {
+    /// Bots whose chosen shard had the lowest true round trip from their home region.
+    pub optimal: u32,
+    /// Bots routed with a latency matrix in use.
+    pub total: u32,
+}
+
+/// One shard at the end of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardReport {
+    /// The shard.
+    pub id: String,
+    /// Its zone.
+    pub zone: String,
+    /// Players connected.
+    pub players: u32,
+    /// Replicable entities.
+    pub entities: u32,
+    /// Median tick time, milliseconds.
+    pub tick_ms_p50: f64,
+    /// 99th percentile tick time, milliseconds.
+    pub tick_ms_p99: f64,
+    /// Longest tick, milliseconds.
+    pub tick_ms_max: f64,
+    /// Ticks longer than the tick interval.
+    pub overruns: u64,
+}
+
+/// Percentile `q` (0..=1) of `values` by nearest rank; 0 when empty.
+pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_are_the_contract() {
+        let json = serde_json::to_value(Report {
+            schema: REPORT_SCHEMA,
+            ..Report::default()
+        })
+        .expect("json");
+        for key in [
+            "schema",
+            "bots",
+            "duration_s",
+            "tick_hz",
+            "joined",
+            "join_failures",
+            "join_ms",
+            "rtt_ms",
+            "snapshots_per_s",
+            "down_bytes_per_s",
+            "up_bytes_per_s",
+            "handoffs",
+            "disconnects",
+            "errors",
+            "routing",
+            "shards",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+        for (obj, keys) in [
+            ("join_ms", &["p50", "p90", "p99", "max"][..]),
+            ("rtt_ms", &["p50", "p99"]),
+            ("snapshots_per_s", &["mean", "min"]),
+            ("down_bytes_per_s", &["mean", "max"]),
+            ("up_bytes_per_s", &["mean"]),
+            (
+                "handoffs",
+                &["count", "failed", "ms_p50", "ms_p99", "ms_max"],
+            ),
+            ("routing", &["optimal", "total"]),
+        ] {
+            for k in keys {
+                assert!(json[obj].get(*k).is_some(), "missing {obj}.{k}");
+            }
+        }
+        let shard = serde_json::to_value(ShardReport::default()).expect("json");
+        for k in [
+            "id",
+            "zone",
+            "players",
+            "entities",
+            "tick_ms_p50",
+            "tick_ms_p99",
+            "tick_ms_max",
+            "overruns",
+        ] {
+            assert!(shard.get(k).is_some(), "missing shards[].{k}");
+        }
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 0.5), 50.0);
+        assert_eq!(percentile(&mut v, 0.99), 99.0);
+        assert_eq!(percentile(&mut v, 1.0), 100.0);
+        assert_eq!(percentile(&mut [], 0.5), 0.0);
+        assert_eq!(percentile(&mut [7.0], 0.01), 7.0);
+    }
+}
