@@ -217,3 +217,48 @@ async fn speed_stays_within_the_limit_whatever_the_client_sends() {
     );
     shard.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_frame_over_the_limit_after_welcome_gets_a_kick() {
+    let shard = start_shard("0,0,100,100", |t| t.sim.npcs = 0).await;
+    let conn = raw(&shard).await;
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    let mut buf = Vec::new();
+    let hello = ShardHelloMsg {
+        protocol_version: PROTOCOL_VERSION,
+        ticket: ticket_for(&shard, 40),
+    };
+    stream::write_frame(&mut send, &hello, DEFAULT_MAX_FRAME, &mut buf)
+        .await
+        .expect("send");
+    let welcome: Option<ShardControlMsg> =
+        stream::read_frame(&mut recv, DEFAULT_MAX_FRAME, &mut buf)
+            .await
+            .expect("reply");
+    assert!(
+        matches!(welcome, Some(ShardControlMsg::Welcome(_))),
+        "{welcome:?}"
+    );
+    // A header announcing a frame of 1 MiB, beyond the 64 KiB limit.
+    send.write_all(&(1u32 << 20).to_be_bytes())
+        .await
+        .expect("send");
+    let kick = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream::read_frame::<ShardControlMsg>(&mut recv, DEFAULT_MAX_FRAME, &mut buf)
+                .await
+            {
+                Ok(Some(ShardControlMsg::Kick(k))) => return Some(k),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("kick in time")
+    .expect("a kick frame before the stream ends");
+    assert_eq!(kick.reason, KickReason::Malformed);
+    assert!(kick.detail.contains("exceeds"), "{}", kick.detail);
+    assert_eq!(M::get(&shard.metrics().rejected_malformed_frame), 1);
+    shard.shutdown().await;
+}
