@@ -65,6 +65,14 @@ pub enum SessionError {
         /// How long was waited.
         timeout: Duration,
     },
+    /// No ping was answered.
+    #[error("no answer from {addr} to {pings} pings")]
+    NoPong {
+        /// The shard.
+        addr: SocketAddr,
+        /// Pings sent.
+        pings: u64,
+    },
     /// The welcome's zone bounds cannot be used.
     #[error("shard sent unusable zone bounds: {0}")]
     Bounds(String),
@@ -176,8 +184,20 @@ pub async fn connect_pinned(
         .map_err(|e| fail(e.to_string()))
 }
 
-/// Measures the round trip to a shard: `samples` pings a few milliseconds apart on a fresh
-/// connection; the minimum is returned (queueing only ever adds delay).
+/// How far apart the pings of one measurement leave: spread enough that one stall (a busy
+/// client, a burst on the path) does not inflate every sample.
+pub const PING_SPACING: Duration = Duration::from_millis(20);
+/// How long a measurement waits for the last pong after the last ping.
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most pings one measurement sends, per sample asked for: pings lost on the way (or dropped
+/// while the connection settles) are replaced, up to this many.
+pub const MAX_PINGS_PER_SAMPLE: u64 = 4;
+
+/// Measures the round trip to a shard on a fresh connection: pings leave [`PING_SPACING`] apart
+/// without waiting for each answer (a measurement costs about one round trip, not `samples` of
+/// them) until `samples` have been answered or [`MAX_PINGS_PER_SAMPLE`] times as many were
+/// sent; the minimum is returned, since queueing only ever adds delay.
 pub async fn measure_rtt(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
@@ -186,35 +206,44 @@ pub async fn measure_rtt(
     samples: u32,
 ) -> Result<Duration, SessionError> {
     let conn = connect_pinned(endpoint, addr, cert_sha256, quic_cfg).await?;
+    let samples = u64::from(samples.max(1));
+    let max_pings = samples * MAX_PINGS_PER_SAMPLE;
+    let mut sent_at: Vec<Option<Instant>> = vec![None; max_pings as usize];
     let mut best: Option<Duration> = None;
-    for nonce in 0..u64::from(samples.max(1)) {
-        let bytes = codec::encode(&ClientDatagramMsg::Ping(PingMsg { nonce }))
-            .map_err(|e| SessionError::Datagram(e.to_string()))?;
-        let sent = Instant::now();
-        conn.send_datagram(Bytes::from(bytes))
-            .map_err(|e| SessionError::Datagram(e.to_string()))?;
-        let wait = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                let Ok(dg) = conn.read_datagram().await else {
-                    return None;
-                };
+    let mut answered = 0;
+    let mut next_nonce = 0u64;
+    let mut next_send = tokio::time::Instant::now();
+    let mut deadline = tokio::time::Instant::now() + PONG_TIMEOUT;
+    while answered < samples {
+        let sending = next_nonce < max_pings;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_send), if sending => {
+                let bytes = codec::encode(&ClientDatagramMsg::Ping(PingMsg { nonce: next_nonce }))
+                    .map_err(|e| SessionError::Datagram(e.to_string()))?;
+                sent_at[next_nonce as usize] = Some(Instant::now());
+                conn.send_datagram(Bytes::from(bytes))
+                    .map_err(|e| SessionError::Datagram(e.to_string()))?;
+                next_nonce += 1;
+                next_send += PING_SPACING;
+                deadline = tokio::time::Instant::now() + PONG_TIMEOUT;
+            }
+            dg = conn.read_datagram() => {
+                let Ok(dg) = dg else { break };
                 if let Ok(ServerDatagramMsg::Pong(p)) = codec::decode(&dg, MAX_DATAGRAM_BYTES)
-                    && p.nonce == nonce
+                    && let Some(Some(sent)) = sent_at.get_mut(p.nonce as usize).map(Option::take)
                 {
-                    return Some(sent.elapsed());
+                    let rtt = sent.elapsed();
+                    best = Some(best.map_or(rtt, |b| b.min(rtt)));
+                    answered += 1;
                 }
             }
-        })
-        .await;
-        if let Ok(Some(rtt)) = wait {
-            best = Some(best.map_or(rtt, |b| b.min(rtt)));
+            _ = tokio::time::sleep_until(deadline) => break,
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     conn.close(quic::close_code::DONE.into(), b"measured");
-    best.ok_or(SessionError::Timeout {
+    best.ok_or(SessionError::NoPong {
         addr,
-        timeout: Duration::from_secs(2),
+        pings: next_nonce,
     })
 }
 

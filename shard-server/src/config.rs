@@ -13,13 +13,10 @@ use meridian_protocol::{ShardId, ZoneId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-/// Accepted simulation rates, ticks per second.
-pub const TICK_HZ_RANGE: RangeInclusive<u16> = 1..=240;
-/// Most NPCs one shard accepts.
-pub const MAX_NPCS: u32 = 1_000_000;
+/// Accepted simulation rates and NPC counts: the simulation's own limits.
+pub use crate::sim::config::{MAX_NPCS, TICK_HZ_RANGE};
 
 /// Configuration of one shard server: which zone it simulates, where it listens, how it
 /// secures and paces its connections.
