@@ -197,7 +197,9 @@ pub const MAX_PINGS_PER_SAMPLE: u64 = 4;
 /// Measures the round trip to a shard on a fresh connection: pings leave [`PING_SPACING`] apart
 /// without waiting for each answer (a measurement costs about one round trip, not `samples` of
 /// them) until `samples` have been answered or [`MAX_PINGS_PER_SAMPLE`] times as many were
-/// sent; the minimum is returned, since queueing only ever adds delay.
+/// sent — except that until the first pong it keeps pinging for up to 5 s, since the shard
+/// drops datagrams that arrive before its side of the handshake completes. The minimum is
+/// returned, since queueing only ever adds delay.
 pub async fn measure_rtt(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
@@ -208,19 +210,27 @@ pub async fn measure_rtt(
     let conn = connect_pinned(endpoint, addr, cert_sha256, quic_cfg).await?;
     let samples = u64::from(samples.max(1));
     let max_pings = samples * MAX_PINGS_PER_SAMPLE;
-    let mut sent_at: Vec<Option<Instant>> = vec![None; max_pings as usize];
+    // Indexed by nonce (0, 1, 2… in sending order); grows past `max_pings` while unanswered.
+    let mut sent_at: Vec<Option<Instant>> = Vec::with_capacity(max_pings as usize);
     let mut best: Option<Duration> = None;
     let mut answered = 0;
     let mut next_nonce = 0u64;
     let mut next_send = tokio::time::Instant::now();
     let mut deadline = tokio::time::Instant::now() + PONG_TIMEOUT;
+    // The shard drops every datagram that arrives before its side of the handshake completes
+    // (quinn discards 1-RTT packets during the handshake), and a lost client Finished is resent
+    // only after a probe timeout of a few round trips, twice that if lost again: until the
+    // first pong, keep pinging past the cap for this long, or a far shard goes unmeasured.
+    const FIRST_PONG_WINDOW: Duration = Duration::from_secs(5);
+    let first_pong_by = tokio::time::Instant::now() + FIRST_PONG_WINDOW;
     while answered < samples {
-        let sending = next_nonce < max_pings;
+        let sending = next_nonce < max_pings
+            || (answered == 0 && tokio::time::Instant::now() < first_pong_by);
         tokio::select! {
             _ = tokio::time::sleep_until(next_send), if sending => {
                 let bytes = codec::encode(&ClientDatagramMsg::Ping(PingMsg { nonce: next_nonce }))
                     .map_err(|e| SessionError::Datagram(e.to_string()))?;
-                sent_at[next_nonce as usize] = Some(Instant::now());
+                sent_at.push(Some(Instant::now()));
                 conn.send_datagram(Bytes::from(bytes))
                     .map_err(|e| SessionError::Datagram(e.to_string()))?;
                 next_nonce += 1;

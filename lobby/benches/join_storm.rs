@@ -17,7 +17,10 @@
 //! a step-by-step replica of `lobby::join` with a timestamp after every step (lobby handshake,
 //! hello → candidates, RTT probe handshake, RTT pings, request → grant, shard handshake,
 //! hello → welcome, welcome → first snapshot); the same split is shown for joins made one at a
-//! time on the idle world (the floor).
+//! time on the idle world (the floor). Each storm also reports the process's CPU time per
+//! join or per bare connection (from `/proc/self/stat`) and how busy the cores were: on a
+//! small machine a storm is CPU-bound, and CPU per join ÷ CPU per bare connection is the
+//! ratio that does not depend on how the storm's pipeline fills.
 //!
 //! This is not a criterion suite: a storm is a one-shot event, not a loop to sample.
 //!
@@ -176,6 +179,37 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
+/// CPU time of this process so far (user + system), from `/proc/self/stat` (Linux; its unit,
+/// USER_HZ, is 1/100 s). `None` elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// What a storm used: wall time from the start to the last outcome, and CPU time meanwhile.
+#[derive(Clone, Copy)]
+struct Spent {
+    wall: Duration,
+    cpu: Option<Duration>,
+}
+
+impl Spent {
+    /// CPU milliseconds per unit of work, and the share of the machine's cores kept busy.
+    fn per(&self, units: usize, cpus: usize) -> (f64, f64) {
+        let Some(cpu) = self.cpu else {
+            return (f64::NAN, f64::NAN);
+        };
+        (
+            ms(cpu) / units.max(1) as f64,
+            cpu.as_secs_f64() / (self.wall.as_secs_f64() * cpus.max(1) as f64),
+        )
+    }
+}
+
 fn endpoints(n: usize, cfg: &QuicConfig) -> Result<Vec<quinn::Endpoint>, BoxError> {
     (0..n)
         .map(|_| client_endpoint(loopback(), cfg).map_err(BoxError::from))
@@ -192,12 +226,13 @@ async fn close_endpoints(eps: &[quinn::Endpoint]) {
 }
 
 /// Starts `n` clients at the same instant, client `i` on endpoint `i % len`; each is bounded by
-/// [`CLIENT_TIMEOUT`]. Returns the instant of the start and each client's outcome.
+/// [`CLIENT_TIMEOUT`]. Returns the instant of the start, each client's outcome and what the
+/// storm used.
 async fn storm<T, F, Fut>(
     n: usize,
     eps: &[quinn::Endpoint],
     client: F,
-) -> (Instant, Vec<Result<T, String>>)
+) -> (Instant, Vec<Result<T, String>>, Spent)
 where
     T: Send + 'static,
     F: Fn(usize, quinn::Endpoint) -> Fut,
@@ -218,13 +253,18 @@ where
         .collect();
     // Let every task reach its start line.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let cpu0 = cpu_time();
     let start = Instant::now();
     let _ = go.send(true);
     let mut out = Vec::with_capacity(n);
     for t in tasks {
         out.push(t.await.unwrap_or_else(|e| Err(format!("task: {e}"))));
     }
-    (start, out)
+    let spent = Spent {
+        wall: start.elapsed(),
+        cpu: cpu_time().zip(cpu0).map(|(b, a)| b.saturating_sub(a)),
+    };
+    (start, out, spent)
 }
 
 fn failures<T>(results: &[Result<T, String>]) -> BTreeMap<String, usize> {
@@ -279,6 +319,7 @@ struct BareFigures {
     handshake_ms: Vec<f64>,
     failed: BTreeMap<String, usize>,
     recv_buffer: usize,
+    spent: Spent,
 }
 
 async fn bare_baseline(n: usize, n_eps: usize, cfg: &QuicConfig) -> Result<BareFigures, BoxError> {
@@ -316,7 +357,8 @@ async fn bare_baseline(n: usize, n_eps: usize, cfg: &QuicConfig) -> Result<BareF
         let b = bare_client(eps[i % eps.len()].clone(), addr, pin, cfg.clone()).await?;
         b.conn.close(close_code::DONE.into(), b"warm-up");
     }
-    let (start, results) = storm(n, &eps, |_, ep| bare_client(ep, addr, pin, cfg.clone())).await;
+    let (start, results, spent) =
+        storm(n, &eps, |_, ep| bare_client(ep, addr, pin, cfg.clone())).await;
     let ok: Vec<&Bare> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     let last_hs = ok
         .iter()
@@ -336,6 +378,7 @@ async fn bare_baseline(n: usize, n_eps: usize, cfg: &QuicConfig) -> Result<BareF
         handshake_ms: sorted(ok.iter().map(|b| ms(b.handshake - b.start)).collect()),
         failed: failures(&results),
         recv_buffer,
+        spent,
     };
     for b in &ok {
         b.conn.close(close_code::DONE.into(), b"done");
@@ -726,58 +769,73 @@ fn print_failures(what: &str, f: &BTreeMap<String, usize>) {
     }
 }
 
+/// A table cell: one decimal, or `-` for no value.
+fn cell(v: f64) -> String {
+    if v.is_nan() {
+        "-".to_owned()
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn print_steps(names: &[&str], storm: &StormFigures, alone: Option<&StormFigures>) {
     let total = mean(&storm.join_ms);
     println!(
-        "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11}",
-        "step", "alone p50", "p50", "p99", "mean", "share", "last done"
+        "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>6} {:>10}",
+        "step (ms)", "alone p50", "p50", "p99", "mean", "share", "last done"
     );
+    let row = |name: &str, alone_p50: f64, d: &[f64], mean_ms: f64, last: f64| {
+        println!(
+            "  {:<26} {:>9} {:>9} {:>9} {:>9} {:>5.0}% {:>10.0}",
+            name,
+            cell(alone_p50),
+            cell(pct(d, 0.5)),
+            cell(pct(d, 0.99)),
+            cell(mean_ms),
+            100.0 * mean_ms / total,
+            last
+        );
+    };
     for (k, name) in names.iter().enumerate() {
         let (d, last) = &storm.steps[k];
         let alone_p50 = alone.map_or(f64::NAN, |a| pct(&a.steps[k].0, 0.5));
-        println!(
-            "  {:<26} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6.0}% {:>8.0} ms",
-            name,
-            alone_p50,
-            pct(d, 0.5),
-            pct(d, 0.99),
-            mean(d),
-            100.0 * mean(d) / total,
-            last
-        );
+        row(name, alone_p50, d, mean(d), *last);
     }
-    println!(
-        "  {:<26} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>6.0}% {:>8.0} ms",
-        "total (ms)",
-        alone.map_or(f64::NAN, |a| pct(&a.join_ms, 0.5)),
-        pct(&storm.join_ms, 0.5),
-        pct(&storm.join_ms, 0.99),
-        total,
-        100.0,
-        storm.last_ms
-    );
+    let alone_total = alone.map_or(f64::NAN, |a| pct(&a.join_ms, 0.5));
+    row("total", alone_total, &storm.join_ms, total, storm.last_ms);
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
 }
 
 async fn run(args: &Args) -> Result<(), BoxError> {
     let n = args.clients;
     let cfg = QuicConfig::default();
-    let cpus = std::thread::available_parallelism().map_or(0, |c| c.get());
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
-        "join_storm: {n} clients at once, {} client endpoints, loopback, {cpus} CPUs, tokio multi-thread runtime",
+        "join_storm: {n} clients at once from {} client endpoints, loopback, {cpus} CPUs, tokio multi-thread runtime",
         args.endpoints
     );
 
     // 1. Baseline.
     let bare = bare_baseline(n, args.endpoints, &cfg).await?;
+    let (bare_cpu_ms, bare_busy) = bare
+        .spent
+        .per(n - bare.failed.values().sum::<usize>(), cpus);
     println!(
-        "bare quinn: {n} handshakes at once (UDP receive buffer {} KiB): {:.0} handshakes/s (last at {:.0} ms), handshake ms p50 {:.1} p99 {:.1}; with one bidirectional stream round trip: {:.0}/s (last at {:.0} ms)",
-        bare.recv_buffer / 1024,
+        "bare quinn: {n} handshakes at once: {:.0} handshakes/s (last at {:.0} ms; handshake ms p50 {:.1} p99 {:.1}); \
+         with one bidirectional stream round trip: {:.0}/s (last at {:.0} ms); \
+         CPU {} ms per connection, cores {:.0}% busy; server UDP receive buffer {} KiB",
         bare.handshakes_per_s,
         bare.last_handshake_ms,
         pct(&bare.handshake_ms, 0.5),
         pct(&bare.handshake_ms, 0.99),
         bare.round_trips_per_s,
-        bare.last_round_trip_ms
+        bare.last_round_trip_ms,
+        cell(bare_cpu_ms),
+        100.0 * bare_busy,
+        bare.recv_buffer / 1024,
     );
     print_failures("bare", &bare.failed);
 
@@ -785,7 +843,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     let world = start_world(n).await?;
     let (lobby, pin) = (world.lobby.local_addr, world.lobby.cert_sha256);
     println!(
-        "world: memory store, 1 shard ({NPCS} NPCs, {TICK_HZ} Hz) in the registry, lobby at {lobby}"
+        "world: memory store, 1 shard ({NPCS} NPCs, {TICK_HZ} Hz) published through the registry, lobby at {lobby}"
     );
 
     // 3. Joins one at a time on the idle world: the floor of each step.
@@ -808,7 +866,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     print_failures("alone", &alone.failed);
 
     // 4. The storm, on the real client path.
-    let (start, results) = storm(n, &eps, |i, ep| {
+    let (start, results, real_spent) = storm(n, &eps, |i, ep| {
         real_join(ep, lobby, pin, format!("storm-{i}"), cfg.clone())
     })
     .await;
@@ -817,7 +875,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
     leave_all(sessions, &world.shard).await;
 
     // 5. The storm again, on the step-by-step replica, for the split.
-    let (start, results) = storm(n, &eps, |i, ep| {
+    let (start, results, timed_spent) = storm(n, &eps, |i, ep| {
         timed_join(ep, lobby, pin, format!("timed-{i}"), cfg.clone())
     })
     .await;
@@ -827,9 +885,15 @@ async fn run(args: &Args) -> Result<(), BoxError> {
 
     // 6. Report.
     let hs = real.handshakes.max(timed.handshakes);
+    let (join_cpu_ms, join_busy) = real_spent.per(real.joined, cpus);
     println!(
-        "join storm (lobby::join + ShardSession::connect + 1st snapshot): joined {}/{n} in {:.0} ms: {:.0} joins/s",
-        real.joined, real.last_ms, real.joins_per_s
+        "join storm (lobby::join + ShardSession::connect + 1st snapshot): joined {}/{n}, last at {:.0} ms: {:.0} joins/s; \
+         CPU {} ms per join, cores {:.0}% busy",
+        real.joined,
+        real.last_ms,
+        real.joins_per_s,
+        cell(join_cpu_ms),
+        100.0 * join_busy
     );
     print_failures("join", &real.failed);
     let p99 = pct(&real.join_ms, 0.99);
@@ -841,28 +905,45 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         pct(&real.join_ms, 1.0)
     );
     println!(
-        "handshakes per join: {hs} (lobby 1 + RTT probe {} (one fresh connection per candidate shard) + shard 1)",
+        "handshakes per join: {hs} (lobby 1 + RTT probe {} (a fresh connection per candidate shard) + shard 1)",
         hs.saturating_sub(2)
     );
     let ratio = real.joins_per_s / bare.handshakes_per_s;
     println!(
-        "ratio joins/s / bare handshakes/s: {ratio:.3} (goal >= {GOAL_RATIO}: {}); per handshake ({hs} per join): {:.2}; vs handshake + stream round trip: {:.3}",
-        if ratio >= GOAL_RATIO { "MET" } else { "MISSED" },
+        "ratio joins/s / bare handshakes/s: {ratio:.3} (goal >= {GOAL_RATIO}: {}); \
+         x {hs} handshakes per join: {:.2}; joins/s / (handshake + round trip)/s: {:.3}; \
+         one join costs the CPU of {:.2} bare connections",
+        verdict(ratio >= GOAL_RATIO),
         ratio * hs as f64,
-        real.joins_per_s / bare.round_trips_per_s
+        real.joins_per_s / bare.round_trips_per_s,
+        join_cpu_ms / bare_cpu_ms,
     );
     println!(
         "p99 <= {GOAL_P99_MS} ms: {} (p99 {p99:.1} ms)",
-        if p99 <= GOAL_P99_MS { "MET" } else { "MISSED" }
+        verdict(p99 <= GOAL_P99_MS)
     );
-    println!("split of the real path (ms):");
+    println!("split of the real path:");
     print_steps(&COARSE_STEPS, &real, None);
+    let (timed_cpu_ms, _) = timed_spent.per(timed.joined, cpus);
     println!(
-        "split, step-by-step replica of the same path, second storm: joined {}/{n} in {:.0} ms: {:.0} joins/s (ms):",
-        timed.joined, timed.last_ms, timed.joins_per_s
+        "split, step-by-step replica of the same path (second storm, fresh names): joined {}/{n}, last at {:.0} ms: \
+         {:.0} joins/s, CPU {} ms per join; alone = {} joins one at a time on the idle world:",
+        timed.joined,
+        timed.last_ms,
+        timed.joins_per_s,
+        cell(timed_cpu_ms),
+        alone.joined
     );
     print_failures("replica", &timed.failed);
     print_steps(&STEPS, &timed, Some(&alone));
+    let st = world.shard.status();
+    println!(
+        "shard tick over the run: p99 {:.2} ms, max {:.2} ms, overruns {} (budget {:.1} ms)",
+        st.total.p99_ms,
+        st.total.max_ms,
+        st.overruns,
+        1000.0 / f64::from(TICK_HZ)
+    );
 
     close_endpoints(&eps).await;
     world.lobby.shutdown().await;

@@ -420,7 +420,11 @@ async fn join(
     let decision = match routing::route(&views, &rtts, party.as_ref(), &shared.tuning.routing) {
         Ok(d) => d,
         Err(e) => {
-            inc(&m.rejected_no_shard);
+            inc(if e == RouteError::NoneMeasured {
+                &m.rejected_malformed
+            } else {
+                &m.rejected_no_shard
+            });
             let reason = match e {
                 RouteError::NoneMeasured => RejectReason::Malformed,
                 RouteError::AllFull => RejectReason::Full,
