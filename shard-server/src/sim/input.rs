@@ -114,7 +114,11 @@ pub(crate) fn apply_inputs(
             if state.last_seq.is_some_and(|last| frame.seq <= last) {
                 outputs.redundant += 1;
             } else if state.tokens == 0 {
+                // Dropped for good: its repeats in later datagrams are redundant, not new
+                // floods, so a client whose inputs were held up and then arrived together
+                // loses those few inputs once instead of being refused every tick after.
                 outcome.flooded += 1;
+                state.last_seq = Some(frame.seq);
             } else {
                 state.tokens -= 1;
                 apply_intent(state, frame, &rules);

@@ -348,7 +348,8 @@ fn out_of_order_inputs_are_applied_in_sequence_order() {
         "facing north (seq 2): {}",
         me.heading
     );
-    // Sent again next tick, 3 is new and applied; 1 and 2 are repeats.
+    // Sent again next tick, all three are repeats: 3 was refused for good, not postponed (so a
+    // held-up stream is refused once, not every tick after).
     let out = send(
         &mut sim,
         1,
@@ -358,8 +359,12 @@ fn out_of_order_inputs_are_applied_in_sequence_order() {
             frame(1, east, 255),
         ],
     );
-    assert_eq!(out.input_acks, vec![(PlayerId(1), InputSeq(3))]);
-    assert_eq!(out.redundant, 2);
+    assert_eq!(out.input_acks, vec![]);
+    assert_eq!(out.redundant, 3);
+    assert!(out.rejected.is_empty());
+    // The next new input is applied.
+    let out = send(&mut sim, 1, &[frame(4, west, 255)]);
+    assert_eq!(out.input_acks, vec![(PlayerId(1), InputSeq(4))]);
 }
 
 #[test]
@@ -766,4 +771,48 @@ proptest! {
             }
         }
     }
+}
+
+/// A client at the tick rate whose datagrams are held up for a while and then arrive together
+/// (each repeating its last four inputs) loses a few inputs once, and is not refused again:
+/// the repeats of a refused input are redundant, not new floods.
+#[test]
+fn a_held_up_input_stream_is_refused_once_not_forever() {
+    let mut sim = Sim::new(small()).expect("valid config");
+    join_at(&mut sim, 1, Some([500.0, 500.0]));
+    let datagram = |last: u32| -> Vec<_> {
+        (last.saturating_sub(3).max(1)..=last)
+            .map(|s| frame(s, 0, 128))
+            .collect()
+    };
+    let flood = |out: &SimOutputs| {
+        out.rejected
+            .iter()
+            .filter(|r| r.reason == InputRejection::Flood)
+            .count()
+    };
+    let mut seq = 0;
+    let mut total = 0;
+    for _ in 0..10 {
+        seq += 1;
+        total += flood(&send(&mut sim, 1, &datagram(seq)));
+    }
+    assert_eq!(total, 0, "one input per tick is never a flood");
+    // Eight ticks with nothing, then the eight held datagrams at once.
+    for _ in 0..8 {
+        sim.tick(&mut SimInputs::default());
+    }
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        seq += 1;
+        held.extend(datagram(seq));
+    }
+    let burst = flood(&send(&mut sim, 1, &held));
+    assert!(burst <= 8, "{burst} refused in the burst");
+    let mut after = 0;
+    for _ in 0..60 {
+        seq += 1;
+        after += flood(&send(&mut sim, 1, &datagram(seq)));
+    }
+    assert_eq!(after, 0, "after the burst the stream is accepted again");
 }
