@@ -18,13 +18,14 @@
 //! - test support behind the `testing` feature (`testing::RedisServer`: a throwaway
 //!   `redis-server` per test).
 //!
-//! Later: zone leases, fenced player transfers and handoff inbox streams.
+//! - zone leases, fenced player ownership and handoff notices ([`ownership`]);
 
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keyspace;
 pub mod memory;
+pub mod ownership;
 pub mod redis_store;
 pub mod registry;
 pub mod store;

@@ -12,6 +12,10 @@ use crate::config::check_redis_url;
 use crate::error::{StoreConfigError, StoreError};
 use crate::keyspace::{DEFAULT_PREFIX, Keyspace, check_prefix};
 use crate::memory::MemoryStore;
+use crate::ownership::{
+    AcceptOutcome, AcquireOutcome, ClaimOutcome, HandoffNotice, InboxEntry, Lease, Ownership,
+    PlayerState, TransferOutcome,
+};
 use crate::redis_store::RedisStore;
 use meridian_protocol::{PlayerId, ShardId, ZoneId};
 use serde::{Deserialize, Serialize};
@@ -31,6 +35,12 @@ pub const MAX_LEADERBOARD: usize = 1000;
 
 /// Longest [`SessionToken`], bytes.
 pub const MAX_SESSION_TOKEN_LEN: usize = 128;
+
+/// A shard's inbox stream is trimmed to about this many entries.
+pub const INBOX_MAX_LEN: usize = 10_000;
+
+/// A notice delivered and not acknowledged for this long is delivered again.
+pub const INBOX_REDELIVER_AFTER: Duration = Duration::from_secs(2);
 
 /// Default [`StoreConfig::op_timeout_ms`].
 pub const DEFAULT_OP_TIMEOUT_MS: u64 = 500;
@@ -57,6 +67,9 @@ pub struct ShardRecord {
     pub load: u32,
     /// It is shutting down: admit no one new.
     pub draining: bool,
+    /// Its admin HTTP address (`host:port`: players it simulates, status), if it serves one.
+    #[serde(default)]
+    pub admin_addr: Option<String>,
 }
 
 /// A shard whose heartbeat is within its TTL, as listed by [`Store::live_shards`].
@@ -291,6 +304,144 @@ pub trait Store: Clone + Send + Sync + 'static {
         nonce: u64,
         ttl: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    // ---- Zone leases (`mer:{z:<zone>}:lease`, epoch counter `mer:{z:<zone>}:epoch`) ----
+
+    /// Takes the zone's lease for `ttl` if it is free (absent or expired) or already held by
+    /// `shard` (a restarted shard of the same id); either way with a new epoch, one above every
+    /// epoch the zone ever had. Otherwise reports who holds it.
+    fn acquire_lease(
+        &self,
+        zone: &ZoneId,
+        shard: &ShardId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<AcquireOutcome, StoreError>> + Send;
+
+    /// Extends `lease` by `ttl` if it is still held by its owner at its epoch: `true`; `false`
+    /// if it was lost (expired, taken by another shard, or re-acquired with another epoch).
+    fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the lease up if still held at its epoch (`true`); the epoch counter stays.
+    fn release_lease(&self, lease: &Lease)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The zone's current lease, if held and unexpired.
+    fn get_lease(
+        &self,
+        zone: &ZoneId,
+    ) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
+
+    // ---- Fenced player ownership (fields of `mer:{p:<id>}`) ----
+
+    /// Makes `lease.owner` the player's owner in `lease.zone` at `lease.epoch` (a join: the
+    /// newest session wins), bumping the transfer sequence. Refused ([`ClaimOutcome::Stale`],
+    /// nothing written) if the record names the same zone under a higher epoch.
+    fn claim_player(
+        &self,
+        player: PlayerId,
+        lease: &Lease,
+    ) -> impl Future<Output = Result<ClaimOutcome, StoreError>> + Send;
+
+    /// One atomic step: if the player is owned by `from.owner` in `from.zone` under an epoch
+    /// `<= from.epoch`, the owner becomes `to` in `to_zone` with epoch 0 (until `to` accepts),
+    /// `from` is recorded, `state` is written and the sequence bumped. Otherwise nothing is
+    /// written and the record is returned.
+    fn transfer_player(
+        &self,
+        player: PlayerId,
+        from: &Lease,
+        to: &ShardId,
+        to_zone: &ZoneId,
+        state: &PlayerState,
+    ) -> impl Future<Output = Result<TransferOutcome, StoreError>> + Send;
+
+    /// The new owner takes a transferred player: if the record names `lease.owner` in
+    /// `lease.zone` (and, with `seq`, at that sequence), its epoch becomes `lease.epoch` and
+    /// `from` is cleared; returns the state written by the transfer. Repeating an accept is
+    /// harmless (same answer). Otherwise nothing is written.
+    fn accept_player(
+        &self,
+        player: PlayerId,
+        lease: &Lease,
+        seq: Option<u64>,
+    ) -> impl Future<Output = Result<AcceptOutcome, StoreError>> + Send;
+
+    /// Saves players' states, each fenced like a transfer (owner `lease.owner`, zone
+    /// `lease.zone`, epoch `<= lease.epoch`), pipelined. One answer per player, in order:
+    /// `true` if written.
+    fn checkpoint_players(
+        &self,
+        lease: &Lease,
+        states: &[(PlayerId, PlayerState)],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// The player left: fenced like a checkpoint, clears the owner, writes `state` if given and
+    /// bumps the sequence. `true` if released, `false` if not the owner (nothing written).
+    fn release_player(
+        &self,
+        player: PlayerId,
+        lease: &Lease,
+        state: Option<&PlayerState>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The player's ownership record; `None` if it never had an owner.
+    fn get_ownership(
+        &self,
+        player: PlayerId,
+    ) -> impl Future<Output = Result<Option<Ownership>, StoreError>> + Send;
+
+    /// Every player record that has an owner now (a scan: for audits, not the hot path),
+    /// ordered by player id.
+    fn owned_players(&self) -> impl Future<Output = Result<Vec<Ownership>, StoreError>> + Send;
+
+    // ---- Handoff inboxes (stream `mer:{s:<shard>}:inbox`, consumer group per shard) ----
+
+    /// Appends a notice to shard `to`'s inbox (trimmed to about [`INBOX_MAX_LEN`] entries).
+    fn send_handoff(
+        &self,
+        to: &ShardId,
+        notice: &HandoffNotice,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `max` notices for `shard`: first its own entries delivered before and not
+    /// acknowledged within [`INBOX_REDELIVER_AFTER`] (re-delivered, `deliveries` > 1), then new
+    /// ones, waiting up to `block` for one if there are none. Does not stall the handle's other
+    /// operations while it waits.
+    fn read_inbox(
+        &self,
+        shard: &ShardId,
+        max: usize,
+        block: Duration,
+    ) -> impl Future<Output = Result<Vec<InboxEntry>, StoreError>> + Send;
+
+    /// Acknowledges handled notices; acknowledged entries are never delivered again.
+    fn ack_inbox(
+        &self,
+        shard: &ShardId,
+        ids: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    // ---- Border ghosts (pub/sub channel `mer:{z:<zone>}:ghosts`) ----
+
+    /// Publishes one batch of ghost data for the shard of `zone` (fire and forget: no
+    /// subscriber, no delivery).
+    fn publish_ghosts(
+        &self,
+        zone: &ZoneId,
+        batch: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Subscribes to the ghost batches published for `zone`. The receiver yields batches in
+    /// publication order; a background task keeps the subscription (re-subscribing after a
+    /// lost connection, batches published meanwhile are lost) until the receiver is dropped.
+    fn subscribe_ghosts(
+        &self,
+        zone: &ZoneId,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<Vec<u8>>, StoreError>> + Send;
 }
 
 /// The handle callers hold: either adapter, chosen at run time by [`StoreHandle::open`].
@@ -424,6 +575,108 @@ impl Store for StoreHandle {
 
     async fn use_nonce(&self, nonce: u64, ttl: Duration) -> Result<bool, StoreError> {
         dispatch!(self, s => s.use_nonce(nonce, ttl))
+    }
+
+    async fn acquire_lease(
+        &self,
+        zone: &ZoneId,
+        shard: &ShardId,
+        ttl: Duration,
+    ) -> Result<AcquireOutcome, StoreError> {
+        dispatch!(self, s => s.acquire_lease(zone, shard, ttl))
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.renew_lease(lease, ttl))
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.release_lease(lease))
+    }
+
+    async fn get_lease(&self, zone: &ZoneId) -> Result<Option<Lease>, StoreError> {
+        dispatch!(self, s => s.get_lease(zone))
+    }
+
+    async fn claim_player(
+        &self,
+        player: PlayerId,
+        lease: &Lease,
+    ) -> Result<ClaimOutcome, StoreError> {
+        dispatch!(self, s => s.claim_player(player, lease))
+    }
+
+    async fn transfer_player(
+        &self,
+        player: PlayerId,
+        from: &Lease,
+        to: &ShardId,
+        to_zone: &ZoneId,
+        state: &PlayerState,
+    ) -> Result<TransferOutcome, StoreError> {
+        dispatch!(self, s => s.transfer_player(player, from, to, to_zone, state))
+    }
+
+    async fn accept_player(
+        &self,
+        player: PlayerId,
+        lease: &Lease,
+        seq: Option<u64>,
+    ) -> Result<AcceptOutcome, StoreError> {
+        dispatch!(self, s => s.accept_player(player, lease, seq))
+    }
+
+    async fn checkpoint_players(
+        &self,
+        lease: &Lease,
+        states: &[(PlayerId, PlayerState)],
+    ) -> Result<Vec<bool>, StoreError> {
+        dispatch!(self, s => s.checkpoint_players(lease, states))
+    }
+
+    async fn release_player(
+        &self,
+        player: PlayerId,
+        lease: &Lease,
+        state: Option<&PlayerState>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.release_player(player, lease, state))
+    }
+
+    async fn get_ownership(&self, player: PlayerId) -> Result<Option<Ownership>, StoreError> {
+        dispatch!(self, s => s.get_ownership(player))
+    }
+
+    async fn owned_players(&self) -> Result<Vec<Ownership>, StoreError> {
+        dispatch!(self, s => s.owned_players())
+    }
+
+    async fn send_handoff(&self, to: &ShardId, notice: &HandoffNotice) -> Result<(), StoreError> {
+        dispatch!(self, s => s.send_handoff(to, notice))
+    }
+
+    async fn read_inbox(
+        &self,
+        shard: &ShardId,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        dispatch!(self, s => s.read_inbox(shard, max, block))
+    }
+
+    async fn ack_inbox(&self, shard: &ShardId, ids: &[String]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ack_inbox(shard, ids))
+    }
+
+    async fn publish_ghosts(&self, zone: &ZoneId, batch: &[u8]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.publish_ghosts(zone, batch))
+    }
+
+    async fn subscribe_ghosts(
+        &self,
+        zone: &ZoneId,
+    ) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, StoreError> {
+        dispatch!(self, s => s.subscribe_ghosts(zone))
     }
 }
 

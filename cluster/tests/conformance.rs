@@ -102,6 +102,7 @@ fn shard(id: &str, zone: &str, load: u32) -> ShardRecord {
         capacity: 100,
         load,
         draining: false,
+        admin_addr: None,
     }
 }
 

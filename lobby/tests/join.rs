@@ -677,6 +677,7 @@ async fn shard_that_stops_heartbeating_expires_from_the_candidates_within_the_tt
         capacity: 100,
         load: 0,
         draining: false,
+        admin_addr: None,
     };
     let heartbeat = world
         .registry

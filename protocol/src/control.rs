@@ -4,6 +4,11 @@
 //! 1. client → [`ShardHelloMsg`] with its ticket; nothing else is accepted first;
 //! 2. shard → [`ShardControlMsg::Welcome`] or [`ShardControlMsg::Rejected`] (then closes);
 //! 3. then, either way, events: score, chat, kick with a reason; client → [`ClientControlMsg`].
+//!
+//! Handoff: a shard tells a client near a border about the neighbour shard
+//! ([`ShardControlMsg::Neighbour`]) so that the client opens a connection to it early; when the
+//! player crosses, the shard sends [`ShardControlMsg::Handoff`] with a signed handoff ticket,
+//! which the client presents as the hello of a new session on the neighbour.
 
 use crate::handshake::RejectMsg;
 use crate::ids::{EntityId, PlayerId, ShardId, Tick, ZoneId};
@@ -47,6 +52,42 @@ pub enum ShardControlMsg {
     Score(ScoreMsg),
     /// A chat line from a nearby player.
     Chat(ChatMsg),
+    /// A neighbouring zone's shard, sent when the player comes near the border with it (and
+    /// again if the neighbour's shard changes): open a connection to it now, so that a handoff
+    /// costs no handshake.
+    Neighbour(NeighbourMsg),
+    /// The player crossed into the neighbour's zone and is now owned by its shard: present the
+    /// ticket there (on the early connection if one is open). This shard stops replicating the
+    /// player and closes the connection once the client has moved (or after a grace period).
+    Handoff(HandoffMsg),
+}
+
+/// A neighbouring zone and the shard that serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourMsg {
+    /// The neighbouring zone.
+    pub zone: ZoneId,
+    /// The shard that owns it now.
+    pub shard: ShardId,
+    /// Its QUIC address, `host:port`.
+    pub addr: String,
+    /// SHA-256 of its certificate, to pin.
+    pub cert_sha256: [u8; 32],
+}
+
+/// Move to another shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffMsg {
+    /// A handoff ticket for `shard` (single use, short-lived).
+    pub ticket: SignedTicket,
+    /// The shard that owns the player now.
+    pub shard: ShardId,
+    /// Its zone.
+    pub zone: ZoneId,
+    /// Its QUIC address, `host:port`.
+    pub addr: String,
+    /// SHA-256 of its certificate, to pin.
+    pub cert_sha256: [u8; 32],
 }
 
 /// Admission details.
@@ -60,7 +101,9 @@ pub struct WelcomeMsg {
     pub shard: ShardId,
     /// Its zone.
     pub zone: ZoneId,
-    /// The zone's rectangle, world units (positions in snapshots are quantized within it).
+    /// The rectangle positions in snapshots are quantized within, world units: the zone plus
+    /// the border band on sides that have a neighbour (players walking past the border and the
+    /// neighbour's ghosts lie there).
     pub bounds: ZoneBoundsMsg,
     /// Simulation steps per second.
     pub tick_hz: u16,
@@ -105,6 +148,11 @@ pub enum KickReason {
     Shutdown,
     /// An operator removed the player.
     Admin,
+    /// The shard lost its lease on the zone (another shard owns it now, or shared state was
+    /// out of reach for longer than the lease): go back to the lobby.
+    ZoneLost,
+    /// The player was handed to another shard and did not move there in time.
+    HandedOff,
 }
 
 /// A committed score change.

@@ -241,7 +241,30 @@ fn shard_control() -> impl Strategy<Value = ShardControlMsg> {
         Just(KickReason::Idle),
         Just(KickReason::Shutdown),
         Just(KickReason::Admin),
+        Just(KickReason::ZoneLost),
+        Just(KickReason::HandedOff),
     ];
+    let neighbour = (zone_id(), shard_id(), text(64), any::<[u8; 32]>()).prop_map(
+        |(zone, shard, addr, cert_sha256)| {
+            ShardControlMsg::Neighbour(NeighbourMsg {
+                zone,
+                shard,
+                addr,
+                cert_sha256,
+            })
+        },
+    );
+    let handoff = (ticket(), shard_id(), zone_id(), text(64), any::<[u8; 32]>()).prop_map(
+        |(ticket, shard, zone, addr, cert_sha256)| {
+            ShardControlMsg::Handoff(HandoffMsg {
+                ticket,
+                shard,
+                zone,
+                addr,
+                cert_sha256,
+            })
+        },
+    );
     prop_oneof![
         welcome,
         reject().prop_map(ShardControlMsg::Rejected),
@@ -253,6 +276,8 @@ fn shard_control() -> impl Strategy<Value = ShardControlMsg> {
             from: PlayerId(p),
             text
         })),
+        neighbour,
+        handoff,
     ]
 }
 fn client_datagram() -> impl Strategy<Value = ClientDatagramMsg> {

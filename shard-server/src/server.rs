@@ -317,6 +317,7 @@ pub async fn start(
         capacity: tuning.capacity,
         load: 0,
         draining: false,
+        admin_addr: None,
     };
     info!(
         shard = %shard, zone = %zone, addr = %local_addr, region = %tuning.region, cert_sha256 = %to_hex(&cert.sha256()),
