@@ -260,7 +260,14 @@ impl Client {
                         SessionEvent::Closed(r) => {
                             ended.get_or_insert_with(|| format!("closed: {r}"));
                         }
-                        SessionEvent::Score { .. } | SessionEvent::Chat { .. } => {}
+                        SessionEvent::HandoffFailed { shard, detail } => {
+                            ended.get_or_insert_with(|| {
+                                format!("handoff to {shard} failed: {detail}")
+                            });
+                        }
+                        SessionEvent::Score { .. }
+                        | SessionEvent::Chat { .. }
+                        | SessionEvent::HandedOff { .. } => {}
                     }
                 }
                 if ended.is_none() {
@@ -292,10 +299,10 @@ impl Client {
         }
     }
 
-    fn connection(&self) -> &quinn::Connection {
+    fn connection(&self) -> quinn::Connection {
         match &self.link {
             Link::Shard(session) => session.connection(),
-            Link::Bare { conn, .. } => conn,
+            Link::Bare { conn, .. } => conn.clone(),
         }
     }
 

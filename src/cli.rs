@@ -252,6 +252,10 @@ pub struct DevArgs {
     /// TCP address of the admin HTTP endpoint (health, metrics) [default: 127.0.0.1:8080]
     #[arg(long, env = "MERIDIAN_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// World map (TOML: zones, regions, spawn points); one shard per zone
+    /// [default: the built-in three-zone map, deploy/worlds/dev.toml]
+    #[arg(long, env = "MERIDIAN_WORLD", value_name = "FILE")]
+    pub world: Option<PathBuf>,
 }
 
 impl RoleArgs for DevArgs {
@@ -272,6 +276,7 @@ impl RoleArgs for DevArgs {
             tick_hz,
             npcs,
             admin_listen,
+            world,
         } = self;
         set(&mut c.bots, bots);
         set_some(&mut c.duration, duration);
@@ -281,6 +286,7 @@ impl RoleArgs for DevArgs {
         set(&mut c.tick_hz, tick_hz);
         set(&mut c.npcs, npcs);
         set(&mut c.admin_listen, admin_listen);
+        set_some(&mut c.world, world);
     }
 }
 
@@ -457,6 +463,14 @@ pub struct ShardArgs {
     /// [default: none]
     #[arg(long, env = "MERIDIAN_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// World map (TOML: zones, regions, spawn points); with --redis the shard hands players
+    /// to its neighbours across borders [default: none: the zone is a world of its own]
+    #[arg(long, env = "MERIDIAN_WORLD", value_name = "FILE")]
+    pub world: Option<PathBuf>,
+    /// Datacenter region this shard runs in, as named in the world map and latency matrices
+    /// [default: local]
+    #[arg(long, env = "MERIDIAN_REGION", value_name = "NAME")]
+    pub region: Option<String>,
 }
 
 impl RoleArgs for ShardArgs {
@@ -485,6 +499,8 @@ impl RoleArgs for ShardArgs {
             keep_alive_ms,
             idle_timeout_ms,
             admin_listen,
+            world,
+            region,
         } = self;
         set(&mut c.id, id);
         set(&mut c.zone, zone);
@@ -502,6 +518,8 @@ impl RoleArgs for ShardArgs {
         set(&mut c.keep_alive_ms, keep_alive_ms);
         set(&mut c.idle_timeout_ms, idle_timeout_ms);
         set_some(&mut c.admin_listen, admin_listen);
+        set_some(&mut c.world, world);
+        set(&mut c.region, region);
     }
 }
 
@@ -683,6 +701,20 @@ pub struct AuditArgs {
         value_name = "URL"
     )]
     pub redis: Option<String>,
+    /// Key prefix of the deployment to audit (the shards' and lobby's) [default: mer:]
+    #[arg(long, env = "MERIDIAN_PREFIX", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// Time between the audit's two passes, milliseconds, at most 60000: only what is wrong in
+    /// both counts, so handoffs and joins in flight settle [default: 1000]
+    #[arg(long, env = "MERIDIAN_SETTLE_MS", value_name = "MS")]
+    pub settle_ms: Option<u64>,
+    /// Print the report as JSON instead of a table [default: false]
+    #[arg(
+        long, env = "MERIDIAN_JSON", value_name = "BOOL", num_args = 0..=1,
+        require_equals = true, default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub json: Option<bool>,
 }
 
 impl RoleArgs for AuditArgs {
@@ -693,8 +725,17 @@ impl RoleArgs for AuditArgs {
     }
 
     fn overlay(self, c: &mut AuditConfig) {
-        let Self { config: _, redis } = self;
+        let Self {
+            config: _,
+            redis,
+            prefix,
+            settle_ms,
+            json,
+        } = self;
         set(&mut c.redis, redis);
+        set(&mut c.prefix, prefix);
+        set(&mut c.settle_ms, settle_ms);
+        set(&mut c.json, json);
     }
 }
 

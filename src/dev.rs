@@ -33,6 +33,9 @@ pub struct DevConfig {
     pub npcs: u32,
     /// TCP address of the admin HTTP endpoint.
     pub admin_listen: SocketAddr,
+    /// World map (TOML); one shard is started per zone. The built-in three-zone map
+    /// (`deploy/worlds/dev.toml`) if unset.
+    pub world: Option<PathBuf>,
 }
 
 impl Default for DevConfig {
@@ -46,6 +49,7 @@ impl Default for DevConfig {
             tick_hz: 30,
             npcs: 1000,
             admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            world: None,
         }
     }
 }
@@ -63,6 +67,7 @@ impl fmt::Debug for DevConfig {
             tick_hz,
             npcs,
             admin_listen,
+            world,
         } = self;
         f.debug_struct("DevConfig")
             .field("bots", bots)
@@ -73,6 +78,7 @@ impl fmt::Debug for DevConfig {
             .field("tick_hz", tick_hz)
             .field("npcs", npcs)
             .field("admin_listen", admin_listen)
+            .field("world", world)
             .finish()
     }
 }

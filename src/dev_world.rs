@@ -1,32 +1,33 @@
-//! `meridian dev`: a whole local world in one process — the store, the lobby, three shards
-//! (three zones side by side, each in a different datacenter region) and N bots that join
-//! through the lobby and play. Prints a status line a second; with `--duration` stops by
-//! itself and, with `--report`, writes the run report.
+//! `meridian dev`: a whole local world in one process — the store, the lobby, one shard per
+//! zone of the world map (by default three zones side by side, each in a different datacenter
+//! region: `deploy/worlds/dev.toml`) and N bots that join through the lobby and play; players
+//! are handed between the shards across borders. Prints a status line a second; with
+//! `--duration` stops by itself, auditing ownership (every player owned exactly once) just
+//! before, and, with `--report`, writes the run report with the audit in it.
 
 use crate::dev::DevConfig;
-use meridian_client::bots::{self, BotsPlan, BotsProgress, GeoPlan};
+use meridian_client::bots::{self, BotsPlan, BotsProgress, GeoPlan, WorldLayout};
 use meridian_client::config::Scenario;
 use meridian_client::latency;
-use meridian_client::report::{Report, ShardReport};
+use meridian_client::report::{AuditSummary, Report, ShardReport};
 use meridian_cluster::registry::{Registry, RegistryConfig};
 use meridian_cluster::store::{StoreConfig, StoreHandle};
+use meridian_cluster::world::WorldMap;
 use meridian_lobby::service::{self as lobby, LobbyTuning};
 use meridian_protocol::quic::CertificateMaterial;
 use meridian_protocol::ticket::TicketKey;
 use meridian_shard::config::ShardConfig;
+use meridian_shard::handoff::{ClusterLink, HandoffConfig};
 use meridian_shard::server::{self as shard, ShardHandle, ShardTuning};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::info;
 
-/// The dev world's zones: id, bounds, region.
-pub const DEV_ZONES: [(&str, &str, &str); 3] = [
-    ("west", "0,0,1000,1000", "washington"),
-    ("center", "1000,0,2000,1000", "frankfurt"),
-    ("east", "2000,0,3000,1000", "tokyo"),
-];
+/// How long the end-of-run audit waits between its two passes.
+pub const AUDIT_SETTLE: Duration = Duration::from_secs(1);
 /// Jitter of the geo scenario's links, as a fraction of the one-way delay.
 pub const GEO_JITTER: f64 = 0.2;
 /// Loss of the geo scenario's links, each way.
@@ -50,6 +51,9 @@ pub enum DevError {
     /// A setting was refused.
     #[error("{0}")]
     Setting(String),
+    /// The world map could not be read.
+    #[error(transparent)]
+    World(#[from] meridian_cluster::world::WorldMapError),
     /// The report could not be written.
     #[error("cannot write the report {path}: {source}")]
     Report {
@@ -74,22 +78,32 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
     let registry = Registry::new(store.clone(), RegistryConfig::default())
         .map_err(|e| DevError::Setting(e.to_string()))?;
 
+    let world = Arc::new(match &cfg.world {
+        Some(path) => WorldMap::load(path)?,
+        None => WorldMap::dev(),
+    });
     let mut shards: Vec<ShardHandle> = Vec::new();
-    for (zone, bounds, region) in DEV_ZONES {
+    for zone in &world.zones {
         let scfg = ShardConfig {
-            id: format!("shard-{zone}"),
-            zone: zone.to_owned(),
+            id: format!("shard-{}", zone.id),
+            zone: zone.id.to_string(),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            zone_bounds: bounds.to_owned(),
+            zone_bounds: zone.bounds_string(),
             tick_hz: cfg.tick_hz,
             npcs: cfg.npcs,
             ticket_key: Some(key_hex.clone()),
             dev_cert: true,
+            admin_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            region: zone.region.clone(),
             ..ShardConfig::default()
         };
-        let mut tuning = ShardTuning::from_config(&scfg)?;
-        tuning.region = region.to_owned();
-        shards.push(shard::start(&scfg, tuning, Some(registry.clone())).await?);
+        let tuning = ShardTuning::from_config(&scfg)?;
+        let link = ClusterLink {
+            registry: registry.clone(),
+            world: world.clone(),
+            handoff: HandoffConfig::default(),
+        };
+        shards.push(shard::start_in_world(&scfg, tuning, link).await?);
     }
     let cert = CertificateMaterial::generate_dev(&["localhost", "lobby"])
         .map_err(|e| DevError::Setting(e.to_string()))?;
@@ -112,8 +126,8 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
             .collect(),
         shards: shards
             .iter()
-            .zip(DEV_ZONES)
-            .map(|(s, (_, _, region))| (s.local_addr, region.to_owned()))
+            .zip(&world.zones)
+            .map(|(s, zone)| (s.local_addr, zone.region.clone()))
             .collect(),
         jitter: GEO_JITTER,
         loss: GEO_LOSS,
@@ -129,6 +143,9 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         geo,
         quic: Default::default(),
         seed: 1,
+        world: Some(WorldLayout {
+            zones: world.zones.iter().map(|z| (z.min, z.max)).collect(),
+        }),
     };
     info!(lobby = %lobby.local_addr, bots = cfg.bots, scenario = cfg.scenario.as_str(), "dev world running");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -146,6 +163,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
     };
     tokio::pin!(until_end);
     let mut shard_reports = None;
+    let mut audit = None;
     let result = loop {
         tokio::select! {
             r = &mut bots_task => break r,
@@ -156,6 +174,8 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
             }
             _ = &mut until_end, if !*stop_tx.borrow() => {
                 shard_reports = Some(shards.iter().map(shard_report).collect::<Vec<_>>());
+                // The audit runs on the live world, bots still playing, just before it stops.
+                audit = Some(run_audit(&store).await);
                 let _ = stop_tx.send(true);
             }
             _ = status.tick() => println!("{}", status_line(&shards, &progress_rx.borrow())),
@@ -166,6 +186,23 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         Err(e) => return Err(DevError::Setting(format!("bots task failed: {e}"))),
     };
     report.tick_hz = u32::from(cfg.tick_hz);
+    if let Some(audit) = audit {
+        let audit = audit?;
+        println!(
+            "audit: players {}, owned once {}, orphaned {}, duplicated {}, stale epoch {}",
+            audit.players, audit.owned_once, audit.orphaned, audit.duplicated, audit.stale_epoch
+        );
+        for v in audit.violations.iter().take(20) {
+            println!("  {:?} player {}: {}", v.kind, v.player, v.detail);
+        }
+        report.audit = Some(AuditSummary {
+            players: audit.players,
+            owned_once: audit.owned_once,
+            orphaned: audit.orphaned,
+            duplicated: audit.duplicated,
+            stale_epoch: audit.stale_epoch,
+        });
+    }
     report.shards = shard_reports.unwrap_or_else(|| shards.iter().map(shard_report).collect());
     lobby.shutdown().await;
     for s in shards {
@@ -186,6 +223,14 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         info!(path = %path.display(), "report written");
     }
     Ok(())
+}
+
+/// The ownership audit of `meridian audit`, on this world's store and shards.
+async fn run_audit(store: &StoreHandle) -> Result<meridian_cluster::audit::AuditReport, DevError> {
+    let source = crate::audit::HttpShardSource::new();
+    meridian_cluster::audit::run_audit(store, &source, AUDIT_SETTLE)
+        .await
+        .map_err(DevError::Store)
 }
 
 async fn wait_for_registry(registry: &Registry, n: usize) {

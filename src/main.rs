@@ -5,8 +5,10 @@
 //! file into the role's config struct (which lives in the library that runs the role), `main`
 //! validates it once, logs it with secrets redacted, and hands it to the role's `run`.
 //!
-//! Exit codes: 0 success, 1 the role failed, 2 a bad command line or configuration.
+//! Exit codes: 0 success, 1 the role failed, 2 a bad command line or configuration; `audit`:
+//! 1 a report that is not clean, 2 an audit that could not run.
 
+mod audit;
 mod cli;
 mod client;
 mod config_file;
@@ -71,6 +73,19 @@ enum RunError {
     /// Joining through the lobby failed.
     #[error(transparent)]
     LobbyJoin(#[from] meridian_client::lobby::LobbyJoinError),
+    /// The audit could not run (exit 2) or was not clean (exit 1).
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
+}
+
+impl RunError {
+    /// The process exit code of this failure: [`EXIT_FAILURE`] but for the audit's own codes.
+    fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Audit(err) => err.exit_code(),
+            _ => EXIT_FAILURE,
+        }
+    }
 }
 
 /// How long the runtime waits, after the role returned, for its remaining tasks to stop.
@@ -90,7 +105,7 @@ fn main() -> ExitCode {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = ?config, "effective configuration");
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(EXIT_FAILURE, &err),
+        Err(err) => fail(err.exit_code(), &err),
     }
 }
 
@@ -112,7 +127,10 @@ fn run(config: RoleConfig) -> Result<(), RunError> {
         }),
         RoleConfig::Client(config) => run_client(&config),
         RoleConfig::Bots(_config) => Err(RunError::NotBuilt { role: "bots" }),
-        RoleConfig::Audit(_config) => Err(RunError::NotBuilt { role: "audit" }),
+        RoleConfig::Audit(config) => block_on(|shutdown| async move {
+            audit::run(&config, shutdown).await?;
+            Ok(())
+        }),
     }
 }
 

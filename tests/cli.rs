@@ -232,7 +232,7 @@ fn each_role_help_mentions_each_of_its_flags_and_variables() {
                 "report",
             ],
         ),
-        ("audit", &["redis"]),
+        ("audit", &["redis", "prefix", "settle-ms", "json"]),
     ];
     for (role, role_flags) in flags {
         let out = meridian_run(&[role, "--help"]);
@@ -509,20 +509,16 @@ fn valid_shard_config_is_logged_redacted() {
 
 #[test]
 fn every_role_not_built_yet_stops_with_a_valid_config() {
-    let cases: [(&str, &[&str]); 2] = [
-        (
-            "bots",
-            &[
-                "--lobby",
-                "127.0.0.1:7100",
-                "--insecure-dev",
-                "--scenario",
-                "geo",
-            ],
-        ),
-        // Never connected to: the audit role is not built.
-        ("audit", &["--redis", "redis://127.0.0.1:6380"]),
-    ];
+    let cases: [(&str, &[&str]); 1] = [(
+        "bots",
+        &[
+            "--lobby",
+            "127.0.0.1:7100",
+            "--insecure-dev",
+            "--scenario",
+            "geo",
+        ],
+    )];
     for (role, args) in cases {
         let out = run(meridian().arg(role).args(args));
         out.assert_not_built(role);
@@ -641,9 +637,91 @@ fn json_logs_are_one_object_per_line_with_span_fields() {
 
 #[test]
 fn rust_log_filters_the_logs() {
+    let url = format!("redis://127.0.0.1:{}", dead_tcp_port());
     let out = run(meridian()
-        .args(["audit", "--redis", "redis://127.0.0.1:6380"])
+        .args(["audit", "--redis", &url])
         .env("RUST_LOG", "warn"));
-    out.assert_not_built("audit");
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+/// A loopback TCP port with nothing listening on it (bound by the OS, then released).
+fn dead_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback TCP port");
+    listener.local_addr().expect("local address").port()
+}
+
+#[test]
+fn audit_flag_errors_exit_2() {
+    meridian_run(&["audit", "--settle-ms", "5"]).assert_config_error(&["Redis URL", "--redis"]);
+    let out = meridian_run(&["audit", "--redis", "localhost:6380"]);
+    out.assert_config_error(&["invalid Redis URL", "`localhost:6380`"]);
+    let out = meridian_run(&["audit", "--redis", "redis://app:s3cret@"]);
+    out.assert_config_error(&["invalid Redis URL", "<redacted>"]);
+    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+    let redis = ["audit", "--redis", "redis://127.0.0.1:1"];
+    let out = run(meridian().args(redis).args(["--settle-ms", "60001"]));
+    out.assert_config_error(&["settle_ms 60001", "--settle-ms"]);
+    let out = run(meridian().args(redis).args(["--settle-ms", "soon"]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--settle-ms"), "{}", out.stderr);
+    let out = run(meridian().args(redis).args(["--settle-ms", "-1"]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = run(meridian().args(redis).args(["--prefix", "{x}"]));
+    out.assert_config_error(&["--prefix", "`{x}`"]);
+    let out = run(meridian().args(redis).args(["--json=maybe"]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("--json"), "{}", out.stderr);
+}
+
+#[test]
+fn audit_of_an_unreachable_redis_exits_2_naming_the_url_redacted() {
+    let port = dead_tcp_port();
+    let out = meridian_run(&[
+        "audit",
+        "--redis",
+        &format!("redis://app:s3cret@127.0.0.1:{port}"),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let expected =
+        format!("error: cannot connect to Redis at redis://app:<redacted>@127.0.0.1:{port}: ");
+    assert!(
+        out.error_line().starts_with(&expected),
+        "`{expected}` expected: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[test]
+fn audit_reads_its_file_and_environment() {
+    let port = dead_tcp_port();
+    let (_dir, path) = config_file(&format!(
+        "redis = \"redis://127.0.0.1:{port}\"\nsettle_ms = 70000\njson = true\nprefix = \"staging:\"\n"
+    ));
+    let out = meridian_run(&["audit", "--config", path_str(&path)]);
+    out.assert_config_error(&["settle_ms 70000"]);
+    // The variable wins over the file; the audit then runs and cannot reach Redis.
+    let out = run(meridian()
+        .args(["audit", "--config", path_str(&path)])
+        .env("MERIDIAN_SETTLE_MS", "5"));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("settle_ms: 5")
+            && out.stderr.contains("json: true")
+            && out.stderr.contains("prefix: \"staging:\""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.error_line().starts_with(&format!(
+            "error: cannot connect to Redis at redis://127.0.0.1:{port}"
+        )),
+        "{}",
+        out.stderr
+    );
+    let (_dir, path) = config_file("redis = \"redis://127.0.0.1:1\"\nsettle = 5\n");
+    let out = meridian_run(&["audit", "--config", path_str(&path)]);
+    out.assert_config_error(&[path_str(&path), "settle", "settle_ms"]);
 }

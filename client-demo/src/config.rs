@@ -29,7 +29,9 @@ pub enum Scenario {
     /// Walk at random inside the zone where each bot spawned.
     #[default]
     Wander,
-    /// Walk across zone borders back and forth: exercises handoff.
+    /// Walk across the nearest zone border and back, forever (about one bot in four also
+    /// hovers on the border line for a few seconds after each return): exercises handoff and
+    /// its hysteresis. Needs the world layout.
     Cross,
     /// Everybody converges on one point: worst case for interest management.
     Swarm,

@@ -1,10 +1,12 @@
 //! The headless demo client (`meridian client`): joins, walks a scripted path (a square, one
-//! side every three seconds, at full speed), and prints once a second what it sees.
+//! side every three seconds, at full speed), and prints once a second what it sees, and a line
+//! at each handoff to another shard (the session follows it by itself).
 
 use crate::session::{SessionError, SessionEvent, ShardSession, client_endpoint};
 use meridian_protocol::quic::{CertSha256, QuicConfig};
 use meridian_protocol::snapshot::EntityKind;
 use meridian_protocol::ticket::SignedTicket;
+use meridian_protocol::{ShardId, ZoneId};
 use std::f32::consts::FRAC_PI_2;
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -69,13 +71,56 @@ impl std::fmt::Display for DemoLine {
     }
 }
 
+/// The session moved to another shard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandoffLine {
+    /// Seconds since the session started.
+    pub t_s: u64,
+    /// The shard left.
+    pub from: ShardId,
+    /// The shard played on now.
+    pub to: ShardId,
+    /// The zone entered.
+    pub zone: ZoneId,
+    /// Last snapshot from the old shard → first from the new, milliseconds.
+    pub blackout_ms: f64,
+}
+
+impl std::fmt::Display for HandoffLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "t={}s handed off to zone {} (shard {} -> {}) blackout={:.1}ms",
+            self.t_s, self.zone, self.from, self.to, self.blackout_ms
+        )
+    }
+}
+
+/// One line of the demo's output.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DemoOutput {
+    /// The once-a-second status.
+    Status(DemoLine),
+    /// A handoff, when it happens.
+    HandedOff(HandoffLine),
+}
+
+impl std::fmt::Display for DemoOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status(l) => l.fmt(f),
+            Self::HandedOff(l) => l.fmt(f),
+        }
+    }
+}
+
 /// Plays until the duration passes, `shutdown` completes or the shard ends the session;
-/// `on_line` receives each second's line. Returns the lines.
+/// `on_line` receives each second's status line and a line at each handoff. Returns the lines.
 pub async fn run(
     opts: DemoOptions,
     shutdown: impl Future<Output = ()>,
-    mut on_line: impl FnMut(&DemoLine),
-) -> Result<Vec<DemoLine>, SessionError> {
+    mut on_line: impl FnMut(&DemoOutput),
+) -> Result<Vec<DemoOutput>, SessionError> {
     let bind: SocketAddr = if opts.shard.is_ipv6() {
         (Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -121,6 +166,25 @@ pub async fn run(
                     tracing::warn!(%reason, "connection closed");
                     return Ok(lines);
                 }
+                SessionEvent::HandedOff {
+                    from,
+                    to,
+                    zone,
+                    blackout,
+                } => {
+                    let line = DemoOutput::HandedOff(HandoffLine {
+                        t_s: elapsed.as_secs(),
+                        from,
+                        to,
+                        zone,
+                        blackout_ms: blackout.as_secs_f64() * 1000.0,
+                    });
+                    on_line(&line);
+                    lines.push(line);
+                }
+                SessionEvent::HandoffFailed { shard, detail } => {
+                    tracing::warn!(%shard, %detail, "handoff failed");
+                }
                 SessionEvent::Chat { .. } => {}
             }
         }
@@ -143,6 +207,7 @@ pub async fn run(
                 up_bytes_per_s: stats.bytes_up - last.1.bytes_up,
                 score,
             };
+            let line = DemoOutput::Status(line);
             on_line(&line);
             lines.push(line);
             last = (Instant::now(), stats);

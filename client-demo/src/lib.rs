@@ -3,12 +3,17 @@
 //!
 //! - [`session`]: a session with a shard ([`session::ShardSession`]): connect with a ticket,
 //!   send inputs at the tick rate with redundancy, acknowledge snapshots, receive reliable
-//!   events; round-trip probes ([`session::measure_rtt`]).
+//!   events, and follow the player across zone borders by itself (early connections to
+//!   neighbouring shards, the switch on a handoff ticket, inputs replayed to the new shard,
+//!   [`session::SessionEvent::HandedOff`] with the blackout); round-trip probes
+//!   ([`session::measure_rtt`]).
 //! - [`world`]: the client's copy of the world ([`world::ClientWorld`]): snapshots applied as
 //!   deltas against their baselines, interpolation between snapshots.
 //! - [`lobby`]: joining through the lobby ([`lobby::join`]): hello, round trips to the
 //!   candidate shards, grant.
-//! - [`bots`]: many bots in one process ([`bots::run`]) and their [`report::Report`].
+//! - [`bots`]: many bots in one process ([`bots::run`]) and their [`report::Report`];
+//!   scenarios include `cross`, which walks over zone borders ([`bots::CrossWalker`] on the
+//!   borders of a [`bots::WorldLayout`]).
 //! - [`report`]: the run report (JSON; its field names are a contract).
 //! - [`demo`]: the headless demo client of `meridian client`.
 //! - [`config`]: the configurations of `meridian client` and `meridian bots`.

@@ -42,6 +42,26 @@ pub struct Report {
     pub routing: Routing,
     /// Each shard at the end of the run.
     pub shards: Vec<ShardReport>,
+    /// Who owns each player in shared state at the end of the run, when the run could read it
+    /// (`meridian dev` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSummary>,
+}
+
+/// The ownership audit: every player known to shared state should be owned by exactly one
+/// shard, at its current epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSummary {
+    /// Players audited.
+    pub players: u32,
+    /// Players owned by exactly one live shard: the healthy case.
+    pub owned_once: u32,
+    /// Players no live shard owns.
+    pub orphaned: u32,
+    /// Players more than one shard believes it owns.
+    pub duplicated: u32,
+    /// Players a shard holds with an epoch older than the one in shared state.
+    pub stale_epoch: u32,
 }
 
 /// Percentiles of join time.
@@ -104,6 +124,19 @@ pub struct Handoffs {
     pub ms_p99: f64,
     /// Longest blackout, milliseconds.
     pub ms_max: f64,
+}
+
+impl Handoffs {
+    /// The summary of `blackouts_ms` (one per completed handoff) and `failed` handoffs.
+    pub fn from_blackouts(blackouts_ms: &mut [f64], failed: u32) -> Self {
+        Self {
+            count: blackouts_ms.len() as u32,
+            failed,
+            ms_p50: percentile(blackouts_ms, 0.5),
+            ms_p99: percentile(blackouts_ms, 0.99),
+            ms_max: percentile(blackouts_ms, 1.0),
+        }
+    }
 }
 
 /// How many bots landed on the shard with the lowest true round trip.
@@ -206,6 +239,52 @@ mod tests {
         ] {
             assert!(shard.get(k).is_some(), "missing shards[].{k}");
         }
+    }
+
+    #[test]
+    fn the_audit_appears_only_when_filled_under_its_contract_names() {
+        let without = serde_json::to_value(Report::default()).expect("json");
+        assert!(without.get("audit").is_none(), "{without}");
+        let back: Report = serde_json::from_value(without).expect("a report without audit reads");
+        assert_eq!(back.audit, None);
+        let audit = AuditSummary {
+            players: 10,
+            owned_once: 7,
+            orphaned: 1,
+            duplicated: 1,
+            stale_epoch: 1,
+        };
+        let with = serde_json::to_value(Report {
+            audit: Some(audit),
+            ..Report::default()
+        })
+        .expect("json");
+        for (k, v) in [
+            ("players", 10),
+            ("owned_once", 7),
+            ("orphaned", 1),
+            ("duplicated", 1),
+            ("stale_epoch", 1),
+        ] {
+            assert_eq!(with["audit"][k], v, "audit.{k} in {with}");
+        }
+        let back: Report = serde_json::from_value(with).expect("round trip");
+        assert_eq!(back.audit, Some(audit));
+    }
+
+    #[test]
+    fn handoffs_summarize_blackouts() {
+        let mut ms: Vec<f64> = (1..=100).map(f64::from).collect();
+        let h = Handoffs::from_blackouts(&mut ms, 3);
+        assert_eq!((h.count, h.failed), (100, 3));
+        assert_eq!((h.ms_p50, h.ms_p99, h.ms_max), (50.0, 99.0, 100.0));
+        assert_eq!(
+            Handoffs::from_blackouts(&mut [], 2),
+            Handoffs {
+                failed: 2,
+                ..Handoffs::default()
+            }
+        );
     }
 
     #[test]

@@ -188,19 +188,52 @@ pub fn check_transport(
     Ok(())
 }
 
+/// Default [`AuditConfig::settle_ms`].
+pub const DEFAULT_SETTLE_MS: u64 = 1000;
+
+/// Largest accepted [`AuditConfig::settle_ms`]: one minute.
+pub const MAX_SETTLE_MS: u64 = 60_000;
+
 /// Configuration of `meridian audit`: checks the shared state (every player owned exactly once).
-#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// Redis URL of the cluster to audit. Required: the default (empty) is refused.
     pub redis: String,
+    /// Key prefix of the deployment to audit (default `mer:`).
+    pub prefix: String,
+    /// Time between the audit's two passes, milliseconds, `0..=`[`MAX_SETTLE_MS`] (default
+    /// [`DEFAULT_SETTLE_MS`]): a player counts as a violation only if it is one in both, so
+    /// handoffs and joins in flight settle.
+    pub settle_ms: u64,
+    /// Print the report as JSON rather than a table (default false).
+    pub json: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            redis: String::new(),
+            prefix: crate::keyspace::DEFAULT_PREFIX.to_owned(),
+            settle_ms: DEFAULT_SETTLE_MS,
+            json: false,
+        }
+    }
 }
 
 impl fmt::Debug for AuditConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self { redis } = self;
+        let Self {
+            redis,
+            prefix,
+            settle_ms,
+            json,
+        } = self;
         f.debug_struct("AuditConfig")
             .field("redis", &redact_redis_url(redis))
+            .field("prefix", prefix)
+            .field("settle_ms", settle_ms)
+            .field("json", json)
             .finish()
     }
 }
@@ -214,6 +247,20 @@ pub enum ConfigError {
     /// The Redis URL is malformed.
     #[error(transparent)]
     Redis(#[from] RedisUrlError),
+    /// The key prefix is not one a store accepts.
+    #[error("--prefix: {source}")]
+    Prefix {
+        /// What is wrong with it.
+        source: crate::error::StoreConfigError,
+    },
+    /// The time between the two passes is longer than [`MAX_SETTLE_MS`].
+    #[error("settle_ms {value} is out of range 0..={max} (--settle-ms, milliseconds)")]
+    SettleMs {
+        /// The value given.
+        value: u64,
+        /// Largest accepted.
+        max: u64,
+    },
 }
 
 impl AuditConfig {
@@ -223,7 +270,20 @@ impl AuditConfig {
             return Err(ConfigError::MissingRedis);
         }
         check_redis_url(&self.redis)?;
+        crate::keyspace::check_prefix(&self.prefix)
+            .map_err(|source| ConfigError::Prefix { source })?;
+        if self.settle_ms > MAX_SETTLE_MS {
+            return Err(ConfigError::SettleMs {
+                value: self.settle_ms,
+                max: MAX_SETTLE_MS,
+            });
+        }
         Ok(())
+    }
+
+    /// [`AuditConfig::settle_ms`] as a duration.
+    pub fn settle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.settle_ms)
     }
 }
 
@@ -371,18 +431,65 @@ mod tests {
         );
         let cfg = AuditConfig {
             redis: "redis://127.0.0.1:6380".into(),
+            ..AuditConfig::default()
         };
         assert_eq!(cfg.validate(), Ok(()));
         let cfg = AuditConfig {
             redis: "localhost".into(),
+            ..AuditConfig::default()
         };
         assert!(matches!(cfg.validate(), Err(ConfigError::Redis(_))));
+    }
+
+    #[test]
+    fn audit_defaults_and_bad_prefix_or_settle_time() {
+        let ok = AuditConfig {
+            redis: "redis://127.0.0.1:6380".into(),
+            ..AuditConfig::default()
+        };
+        assert_eq!(
+            (ok.prefix.as_str(), ok.settle_ms, ok.json),
+            ("mer:", DEFAULT_SETTLE_MS, false)
+        );
+        assert_eq!(ok.settle(), std::time::Duration::from_secs(1));
+        let zero = AuditConfig {
+            settle_ms: 0,
+            ..ok.clone()
+        };
+        assert_eq!(zero.validate(), Ok(()));
+        let long = AuditConfig {
+            settle_ms: MAX_SETTLE_MS + 1,
+            ..ok.clone()
+        };
+        let err = long.validate().expect_err("too long");
+        assert_eq!(
+            err,
+            ConfigError::SettleMs {
+                value: 60_001,
+                max: 60_000
+            }
+        );
+        assert!(err.to_string().contains("--settle-ms"), "{err}");
+        let braces = AuditConfig {
+            prefix: "{x}".into(),
+            ..ok
+        };
+        let err = braces.validate().expect_err("braces");
+        assert!(matches!(err, ConfigError::Prefix { .. }), "{err:?}");
+        assert!(err.to_string().contains("--prefix"), "{err}");
+        let file: AuditConfig =
+            serde_json::from_str(r#"{"redis":"redis://h","json":true}"#).expect("parses");
+        assert_eq!(
+            (file.prefix.as_str(), file.settle_ms, file.json),
+            ("mer:", DEFAULT_SETTLE_MS, true)
+        );
     }
 
     #[test]
     fn audit_debug_redacts_the_password() {
         let cfg = AuditConfig {
             redis: "redis://app:s3cret@db:6380".into(),
+            ..AuditConfig::default()
         };
         let shown = format!("{cfg:?}");
         assert!(

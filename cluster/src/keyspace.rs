@@ -2,7 +2,7 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `mer:{p:<id>}` | hash | a player: `name`, `created_ms` (later: owner, epoch, zone, state) |
+//! | `mer:{p:<id>}` | hash | a player: profile `name`, `created_ms`; ownership `owner`, `zone`, `epoch`, `seq`, `from`, `state` (JSON [`PlayerState`](crate::ownership::PlayerState)) |
 //! | `mer:{n:<name>}` | string | the player id that owns a name (claimed once, never reused) |
 //! | `mer:player_seq` | string | the last player id allocated (`INCR`) |
 //! | `mer:leaderboard` | sorted set | scores, member = zero-padded player id ([`Keyspace::leaderboard_member`]) |
@@ -10,21 +10,29 @@
 //! | `mer:{s:<shard>}:info` | string, `PX` | a shard's record (JSON); it expires when heartbeats stop |
 //! | `mer:session:<token>` | string, `PX` | a resume session (JSON) |
 //! | `mer:nonce:<hex>` | string, `PX` | a used ticket nonce |
+//! | `mer:{z:<zone>}:lease` | hash, `PX` | a zone's lease: `owner` (shard id), `epoch`; it expires unless renewed |
+//! | `mer:{z:<zone>}:epoch` | string | the zone's last lease epoch (`INCR`; never expires) |
+//! | `mer:{z:<zone>}:ghosts` | pub/sub channel | border ghost batches for the shard of the zone |
+//! | `mer:{s:<shard>}:inbox` | stream | handoff notices for a shard (field `notice`: JSON); consumer group [`INBOX_GROUP`], consumer = the shard id |
 //!
 //! Keys that a single atomic operation touches together share a hash tag in braces (`{p:42}`:
-//! every key of player 42), so the same scripts run on Redis Cluster. Later keys follow the
-//! same scheme: `mer:{z:<zone>}:lease`, `mer:{s:<shard>}:inbox`.
+//! every key of player 42; `{z:west}`: a zone's lease and its epoch counter), so the same
+//! scripts run on Redis Cluster.
 //!
 //! The prefix (`mer:` by default) is configurable so that several deployments share one Redis.
 
 use crate::error::StoreConfigError;
-use meridian_protocol::{PlayerId, ShardId};
+use meridian_protocol::{PlayerId, ShardId, ZoneId};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "mer:";
 
 /// Longest key prefix, bytes.
 pub const MAX_PREFIX_LEN: usize = 64;
+
+/// The consumer group of every inbox stream (each shard reads its own stream as consumer
+/// `<shard id>`).
+pub const INBOX_GROUP: &str = "meridian";
 
 /// Builds every key name under one prefix. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +120,54 @@ impl Keyspace {
         format!("{}nonce:{nonce:016x}", self.prefix)
     }
 
+    /// `mer:{z:<zone>}:lease`: the zone's lease (hash `owner`, `epoch`, with a TTL).
+    pub fn lease(&self, zone: &ZoneId) -> String {
+        format!("{}{{z:{zone}}}:lease", self.prefix)
+    }
+
+    /// `mer:{z:<zone>}:epoch`: the counter the zone's lease epochs come from (never expires).
+    pub fn lease_epoch(&self, zone: &ZoneId) -> String {
+        format!("{}{{z:{zone}}}:epoch", self.prefix)
+    }
+
+    /// `mer:{z:<zone>}:ghosts`: the pub/sub channel of the zone's border ghosts.
+    pub fn ghosts(&self, zone: &ZoneId) -> String {
+        format!("{}{{z:{zone}}}:ghosts", self.prefix)
+    }
+
+    /// `mer:{s:<shard>}:inbox`: the stream of handoff notices for a shard.
+    pub fn inbox(&self, shard: &ShardId) -> String {
+        format!("{}{{s:{shard}}}:inbox", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern for every player hash: `mer:{p:*}`, the prefix escaped so that
+    /// glob characters in it (`*`, `?`, `[`, `]`, `\`) match only themselves.
+    pub fn player_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 5);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("{p:*}");
+        pattern
+    }
+
+    /// The player of a player hash key (the inverse of [`Keyspace::player`]); `None` for any
+    /// other key.
+    pub fn parse_player_key(&self, key: &str) -> Option<PlayerId> {
+        let id = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("{p:")?
+            .strip_suffix('}')?;
+        // `u64::from_str` accepts a leading `+`; a key we wrote never has one.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        id.parse().ok().map(PlayerId)
+    }
+
     /// The member of a player in the leaderboard: the id zero-padded to 20 digits, so that the
     /// lexicographic order Redis uses for ties is the numeric order of ids.
     pub fn leaderboard_member(player: PlayerId) -> String {
@@ -140,6 +196,12 @@ mod tests {
         assert_eq!(keys.shard(&shard), "mer:{s:eu-1}:info");
         assert_eq!(keys.session("tok"), "mer:session:tok");
         assert_eq!(keys.nonce(0xab), "mer:nonce:00000000000000ab");
+        let zone = ZoneId::new("west").expect("valid");
+        assert_eq!(keys.lease(&zone), "mer:{z:west}:lease");
+        assert_eq!(keys.lease_epoch(&zone), "mer:{z:west}:epoch");
+        assert_eq!(keys.ghosts(&zone), "mer:{z:west}:ghosts");
+        assert_eq!(keys.inbox(&shard), "mer:{s:eu-1}:inbox");
+        assert_eq!(keys.player_pattern(), "mer:{p:*}");
         let other = Keyspace::new("staging:").expect("valid");
         assert_eq!(other.player(PlayerId(1)), "staging:{p:1}");
     }
@@ -153,6 +215,37 @@ mod tests {
         let max = Keyspace::leaderboard_member(PlayerId(u64::MAX));
         assert_eq!(max.len(), 20);
         assert_eq!(Keyspace::parse_leaderboard_member("x"), None);
+    }
+
+    #[test]
+    fn player_keys_parse_back_and_patterns_escape_the_prefix() {
+        let keys = Keyspace::default();
+        assert_eq!(
+            keys.parse_player_key(&keys.player(PlayerId(42))),
+            Some(PlayerId(42))
+        );
+        assert_eq!(
+            keys.parse_player_key(&keys.player(PlayerId(u64::MAX))),
+            Some(PlayerId(u64::MAX))
+        );
+        for other in [
+            "mer:{p:}",
+            "mer:{p:+1}",
+            "mer:{p:1}:x",
+            "mer:{p:x}",
+            "mer:{p:99999999999999999999}",
+            "other:{p:1}",
+            "mer:{n:1}",
+            "mer:player_seq",
+        ] {
+            assert_eq!(keys.parse_player_key(other), None, "{other}");
+        }
+        let globby = Keyspace::new("a*b?[c]\\:").expect("valid");
+        assert_eq!(globby.player_pattern(), "a\\*b\\?\\[c\\]\\\\:{p:*}");
+        assert_eq!(
+            globby.parse_player_key("a*b?[c]\\:{p:7}"),
+            Some(PlayerId(7))
+        );
     }
 
     #[test]

@@ -19,7 +19,12 @@
 //!   `redis-server` per test).
 //!
 //! - zone leases, fenced player ownership and handoff notices ([`ownership`]);
+//! - the world map ([`world`]): the zones of a deployment read from a TOML file and validated
+//!   ([`world::WorldMap`], [`world::ZoneSpec`]; the built-in dev map, [`world::WorldMap::dev`]);
+//! - the ownership audit ([`audit`]): every player simulated by exactly one shard, its owner
+//!   (a pure core, [`audit::audit`], and its two-pass shell, [`audit::run_audit`]);
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -31,6 +36,7 @@ pub mod registry;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod world;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{StoreConfigError, StoreError};

@@ -5,32 +5,47 @@
 //! - Every operation is bounded by [`StoreConfig::op_timeout_ms`] as a whole, round trips
 //!   included, and maps failures to [`StoreError`] naming the key.
 //! - Multi-command operations are pipelined; operations that must be atomic are Lua scripts on
-//!   a single key (claiming a name, adding to a score), so they run unchanged on Redis Cluster.
+//!   a single key or on keys sharing one hash tag (claiming a name, adding to a score, a zone's
+//!   lease and its epoch counter, every fenced write to a player's hash, an inbox's group and
+//!   stream), so they run unchanged on Redis Cluster. A script that meets a field it cannot read
+//!   raises `CORRUPT`, reported as [`StoreError::Corrupt`] naming the key.
 //! - Expiry is Redis's own (`SET … PX`): no clock is compared across machines.
+//! - Blocking inbox reads (`XREADGROUP … BLOCK`) run on dedicated connections (a small pool),
+//!   never on the shared one, which would hold every other command behind the wait. Each ghost
+//!   subscription has its own pub/sub connection and background task.
 //!
 //! Where each record lives is documented in [`crate::keyspace`].
 
 use crate::clock::unix_now_ms;
 use crate::config::{check_redis_url, redact_redis_url};
-use crate::error::StoreError;
-use crate::keyspace::Keyspace;
+use crate::error::{
+    StoreError, check_lease, check_notice, check_shard, check_state, check_zone, parse_entry_id,
+};
+use crate::keyspace::{INBOX_GROUP, Keyspace};
 use crate::ownership::{
     AcceptOutcome, AcquireOutcome, ClaimOutcome, HandoffNotice, InboxEntry, Lease, Ownership,
     PlayerState, TransferOutcome,
 };
 use crate::store::{
-    LeaderboardEntry, LiveShard, LoadedProfile, MAX_LEADERBOARD, MAX_SCORE, Profile, Session,
-    SessionToken, ShardRecord, Store, StoreConfig, ttl_ms,
+    INBOX_MAX_LEN, INBOX_REDELIVER_AFTER, LeaderboardEntry, LiveShard, LoadedProfile,
+    MAX_LEADERBOARD, MAX_SCORE, Profile, Session, SessionToken, ShardRecord, Store, StoreConfig,
+    ttl_ms,
 };
+use futures_util::StreamExt;
 use meridian_protocol::{PlayerId, ShardId, ZoneId};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub};
+use redis::{
+    AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind,
+    Value,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 /// How many times the connection manager retries one reconnection before failing the commands
 /// waiting on it (the next command starts a new round).
@@ -46,6 +61,36 @@ const CONNECT_MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Shards whose last heartbeat is older than this are dropped from the registry index (their
 /// records expired long before; the index only lists candidates).
 const SHARD_INDEX_RETENTION_MS: u64 = 3_600_000;
+/// Keys asked per `SCAN` round trip.
+const SCAN_COUNT: usize = 1000;
+/// Idle dedicated connections kept for blocking inbox reads (one per concurrent reader).
+const BLOCKING_POOL: usize = 4;
+/// First delay before re-subscribing to ghosts after a lost connection; doubles up to
+/// [`GHOST_RESUBSCRIBE_MAX`].
+const GHOST_RESUBSCRIBE_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between ghost re-subscription attempts.
+const GHOST_RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+/// How often an idle ghost subscription is pinged, so that a silently dead connection is
+/// noticed.
+const GHOST_PING_EVERY: Duration = Duration::from_secs(5);
+
+/// Longest zone lease TTL (both adapters): a longer `ttl` is cut to this, so that any duration
+/// is accepted (Redis refuses expiry times beyond its range, and a lease is meant to be renewed
+/// every few seconds anyway).
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A lease TTL in whole milliseconds: at least 1, at most [`MAX_LEASE_TTL`].
+pub(crate) fn lease_ttl_ms(ttl: Duration) -> u64 {
+    ttl_ms(ttl.min(MAX_LEASE_TTL))
+}
+
+/// Longest a [`Store::read_inbox`] call waits for a notice (both adapters): a longer `block`
+/// is cut to this, so that any duration is accepted.
+pub const MAX_INBOX_BLOCK: Duration = Duration::from_secs(3600);
+
+/// Ghost batches buffered per subscriber (both adapters). When the receiver is this far behind,
+/// new batches are dropped: ghosts are refreshed every tick.
+pub const GHOST_BUFFER: usize = 64;
 
 /// Claims a name for a candidate id, or returns the id that already holds it.
 /// KEYS[1] = name key; ARGV[1] = candidate id. Returns `{id, 1 if claimed now else 0}`.
@@ -76,6 +121,204 @@ return total
     )
 });
 
+/// Helpers shared by the player scripts (KEYS[1] = the player hash). `int` checks a numeric
+/// field (absent reads as 0) and raises a `CORRUPT` error naming it; `record` reads the
+/// ownership fields, checked; `reply` answers `{status, owner, zone, epoch, seq, from, state}`
+/// as stored after the script's writes.
+const PLAYER_PRELUDE: &str = r"
+local function int(field, v)
+  if not v then return 0 end
+  if not string.match(v, '^%d+$') then
+    error({err = 'CORRUPT field `' .. field .. '` holds `' .. v .. '`, not an unsigned integer'})
+  end
+  return tonumber(v)
+end
+local function record()
+  local r = redis.call('HMGET', KEYS[1], 'owner', 'zone', 'epoch', 'seq', 'from', 'state')
+  r.epoch = int('epoch', r[3])
+  int('seq', r[4])
+  return r
+end
+local function reply(status)
+  local r = redis.call('HMGET', KEYS[1], 'owner', 'zone', 'epoch', 'seq', 'from', 'state')
+  return {status, r[1], r[2], r[3], r[4], r[5], r[6]}
+end
+local function fenced(r)
+  return r[1] == ARGV[1] and r[2] == ARGV[2] and r.epoch ~= 0 and r.epoch <= tonumber(ARGV[3])
+end
+";
+
+/// A player script: [`PLAYER_PRELUDE`] then `body`.
+fn player_script(body: &str) -> Script {
+    Script::new(&format!("{PLAYER_PRELUDE}{body}"))
+}
+
+/// Claims a player for a lease (a join).
+/// KEYS[1] = player; ARGV = owner, zone, epoch. Status 1: claimed; 0: stale (the record names
+/// the zone under a higher epoch).
+static CLAIM_PLAYER: LazyLock<Script> = LazyLock::new(|| {
+    player_script(
+        r"
+local r = record()
+if r[2] == ARGV[2] and r.epoch > tonumber(ARGV[3]) then return reply(0) end
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'zone', ARGV[2], 'epoch', ARGV[3])
+redis.call('HDEL', KEYS[1], 'from')
+return reply(1)
+",
+    )
+});
+
+/// Hands a player to another shard, fenced by the sender's lease.
+/// KEYS[1] = player; ARGV = owner, zone, epoch (the sender's lease), to, to_zone, state JSON.
+/// Status 1: transferred; 0: not the owner at that epoch (the record as found).
+static TRANSFER_PLAYER: LazyLock<Script> = LazyLock::new(|| {
+    player_script(
+        r"
+local r = record()
+if not fenced(r) then return reply(0) end
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[4], 'zone', ARGV[5], 'epoch', '0', 'from', ARGV[1],
+  'state', ARGV[6])
+return reply(1)
+",
+    )
+});
+
+/// The new owner takes a transferred player.
+/// KEYS[1] = player; ARGV = owner, zone, epoch (the taker's lease), seq or '' for any.
+/// Status 1: accepted (epoch raised to the lease's, `from` cleared); 0: not offered.
+static ACCEPT_PLAYER: LazyLock<Script> = LazyLock::new(|| {
+    player_script(
+        r"
+local r = record()
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] or (ARGV[4] ~= '' and ARGV[4] ~= (r[4] or '0')) then
+  return reply(0)
+end
+if tonumber(ARGV[3]) > r.epoch then redis.call('HSET', KEYS[1], 'epoch', ARGV[3]) end
+redis.call('HDEL', KEYS[1], 'from')
+return reply(1)
+",
+    )
+});
+
+/// Saves a player's state, fenced by the owner's lease.
+/// KEYS[1] = player; ARGV = owner, zone, epoch, state JSON. Returns 1 if written, else 0.
+static CHECKPOINT_PLAYER: LazyLock<Script> = LazyLock::new(|| {
+    player_script(
+        r"
+local r = record()
+if not fenced(r) then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[4])
+return 1
+",
+    )
+});
+
+/// The player left: clears the owner (the zone stays), fenced by the owner's lease.
+/// KEYS[1] = player; ARGV = owner, zone, epoch, state JSON or '' to keep the state.
+/// Returns 1 if released, else 0.
+static RELEASE_PLAYER: LazyLock<Script> = LazyLock::new(|| {
+    player_script(
+        r"
+local r = record()
+if not fenced(r) then return 0 end
+redis.call('HDEL', KEYS[1], 'owner', 'from')
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[4]) end
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
+return 1
+",
+    )
+});
+
+/// Takes a zone's lease if free or held by the same shard, with the next epoch.
+/// KEYS[1] = lease, KEYS[2] = epoch counter (same hash tag); ARGV = shard, ttl ms.
+/// Returns `{1, shard, epoch}` when acquired, `{0, holder, holder's epoch}` when held.
+static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local r = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if r[1] and r[1] ~= ARGV[1] then return {0, r[1], r[2] or ''} end
+local counter = redis.call('GET', KEYS[2])
+if counter and not string.match(counter, '^%d+$') then
+  error({err = 'CORRUPT the epoch counter ' .. KEYS[2] .. ' holds `' .. counter .. '`'})
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {1, ARGV[1], epoch}
+",
+    )
+});
+
+/// Extends a lease still held at its epoch. KEYS[1] = lease; ARGV = owner, epoch, ttl ms.
+static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local r = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+",
+    )
+});
+
+/// Gives up a lease still held at its epoch. KEYS[1] = lease; ARGV = owner, epoch.
+static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local r = redis.call('HMGET', KEYS[1], 'owner', 'epoch')
+if r[1] ~= ARGV[1] or r[2] ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+",
+    )
+});
+
+/// Creates an inbox's consumer group (reading from the first entry, so that notices sent before
+/// the receiver's first read are delivered) unless it exists.
+const INBOX_PRELUDE: &str = r"
+local created = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if type(created) == 'table' and created.err and not string.find(created.err, 'BUSYGROUP', 1, true) then
+  return created
+end
+";
+
+/// Appends a notice to an inbox. KEYS[1] = inbox; ARGV = group, max length, notice JSON.
+/// Returns the entry id.
+static SEND_NOTICE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{INBOX_PRELUDE}
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'notice', ARGV[3])
+"
+    ))
+});
+
+/// Claims for a consumer the inbox entries pending (with any consumer) for at least the
+/// redelivery delay, with their delivery counts (after this delivery).
+/// KEYS[1] = inbox; ARGV = group, consumer, min idle ms, count.
+/// Returns `{{id, {field, value, ...}, deliveries}, ...}`.
+static CLAIM_NOTICES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{INBOX_PRELUDE}
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local out = {{}}
+for _, entry in ipairs(claimed[2]) do
+  if entry and entry[2] then
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+    local deliveries = 1
+    if pending[1] then deliveries = pending[1][4] end
+    out[#out + 1] = {{entry[1], entry[2], deliveries}}
+  elseif entry then
+    redis.call('XACK', KEYS[1], ARGV[1], entry[1])
+  end
+end
+return out
+"
+    ))
+});
+
 /// The Redis adapter. Cheap to clone: clones share one connection manager.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -88,6 +331,10 @@ struct Shared {
     timeout: Duration,
     /// The URL with its password redacted.
     url: String,
+    /// Opens the dedicated connections (blocking reads, pub/sub).
+    client: Client,
+    /// Idle dedicated connections for blocking reads.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -153,6 +400,8 @@ impl RedisStore {
                 keys,
                 timeout,
                 url: shown,
+                client,
+                blocking: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -235,6 +484,78 @@ impl RedisStore {
         }
     }
 
+    /// Runs a blocking command (`BLOCK`) on a dedicated connection, so that the shared one
+    /// keeps serving the handle's other operations meanwhile. Bounded by `block` plus the
+    /// operation timeout; the connection is reused only after a complete answer.
+    async fn blocking_query(
+        &self,
+        key: &str,
+        cmd: &redis::Cmd,
+        block: Duration,
+    ) -> Result<Value, StoreError> {
+        let pooled = self
+            .shared
+            .blocking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.shared.timeout))
+                    .set_response_timeout(None);
+                self.bounded(key, async {
+                    self.shared
+                        .client
+                        .get_multiplexed_async_connection_with_config(&cfg)
+                        .await
+                        .map_err(self.fail(key))
+                })
+                .await?
+            }
+        };
+        let limit = block.saturating_add(self.shared.timeout);
+        match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(reply)) => {
+                let mut pool = self
+                    .shared
+                    .blocking
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if pool.len() < BLOCKING_POOL {
+                    pool.push(conn);
+                }
+                Ok(reply)
+            }
+            Ok(Err(e)) => Err(self.fail(key)(e)),
+            Err(_elapsed) => Err(StoreError::Timeout {
+                key: key.to_owned(),
+                after_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// Acknowledges inbox entries and deletes them from the stream.
+    async fn ack_ids(&self, key: &str, ids: &[String]) -> Result<(), StoreError> {
+        self.bounded(key, async {
+            redis::pipe()
+                .cmd("XACK")
+                .arg(key)
+                .arg(INBOX_GROUP)
+                .arg(ids)
+                .ignore()
+                .cmd("XDEL")
+                .arg(key)
+                .arg(ids)
+                .ignore()
+                .exec_async(&mut self.conn())
+                .await
+                .map_err(self.fail(key))
+        })
+        .await
+    }
+
     /// Maps a client error on `key` to a [`StoreError`].
     fn fail(&self, key: &str) -> impl Fn(RedisError) -> StoreError {
         let key = key.to_owned();
@@ -244,11 +565,22 @@ impl RedisStore {
 
 /// What a Redis client error means for the caller.
 fn classify(key: &str, err: &RedisError, timeout_ms: u64) -> StoreError {
-    use redis::ErrorKind;
     if err.is_timeout() {
         return StoreError::Timeout {
             key: key.to_owned(),
             after_ms: timeout_ms,
+        };
+    }
+    // `CORRUPT` is raised by our scripts on a field they cannot read.
+    if err.code() == Some("CORRUPT") {
+        let detail = err.detail().unwrap_or("unreadable data");
+        // Redis appends where in which script the error was raised: not the caller's concern.
+        let detail = detail
+            .split_once(" script: ")
+            .map_or(detail, |(what, _)| what);
+        return StoreError::Corrupt {
+            key: key.to_owned(),
+            detail: detail.to_owned(),
         };
     }
     let corrupt = matches!(
@@ -661,92 +993,880 @@ impl Store for RedisStore {
         .await
     }
 
-    // SCAFFOLD: the ownership operations below are being implemented; until then they fail.
     async fn acquire_lease(
         &self,
         zone: &ZoneId,
-        _shard: &ShardId,
-        _ttl: Duration,
+        shard: &ShardId,
+        ttl: Duration,
     ) -> Result<AcquireOutcome, StoreError> {
-        Err(scaffold(zone.as_str()))
+        let key = self.keys().lease(zone);
+        check_zone(&key, zone)?;
+        check_shard(&key, shard)?;
+        self.bounded(&key, async {
+            let (status, owner, epoch): (i64, String, String) = ACQUIRE_LEASE
+                .key(&key)
+                .key(self.keys().lease_epoch(zone))
+                .arg(shard.as_str())
+                .arg(lease_ttl_ms(ttl))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            let lease = Lease {
+                zone: zone.clone(),
+                owner: parse_shard(&key, "owner", &owner)?,
+                epoch: parse_u64(&key, "epoch", &epoch)?,
+            };
+            Ok(if status == 1 {
+                AcquireOutcome::Acquired(lease)
+            } else {
+                AcquireOutcome::Held(lease)
+            })
+        })
+        .await
     }
-    async fn renew_lease(&self, lease: &Lease, _ttl: Duration) -> Result<bool, StoreError> {
-        Err(scaffold(lease.zone.as_str()))
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.keys().lease(&lease.zone);
+        check_zone(&key, &lease.zone)?;
+        self.bounded(&key, async {
+            let renewed: i64 = RENEW_LEASE
+                .key(&key)
+                .arg(lease.owner.as_str())
+                .arg(lease.epoch)
+                .arg(lease_ttl_ms(ttl))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            Ok(renewed == 1)
+        })
+        .await
     }
+
     async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
-        Err(scaffold(lease.zone.as_str()))
+        let key = self.keys().lease(&lease.zone);
+        check_zone(&key, &lease.zone)?;
+        self.bounded(&key, async {
+            let released: i64 = RELEASE_LEASE
+                .key(&key)
+                .arg(lease.owner.as_str())
+                .arg(lease.epoch)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            Ok(released == 1)
+        })
+        .await
     }
+
     async fn get_lease(&self, zone: &ZoneId) -> Result<Option<Lease>, StoreError> {
-        Err(scaffold(zone.as_str()))
+        let key = self.keys().lease(zone);
+        check_zone(&key, zone)?;
+        self.bounded(&key, async {
+            let (owner, epoch): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg("owner")
+                .arg("epoch")
+                .query_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            let Some(owner) = owner else { return Ok(None) };
+            Ok(Some(Lease {
+                zone: zone.clone(),
+                owner: parse_shard(&key, "owner", &owner)?,
+                epoch: parse_u64(&key, "epoch", epoch.as_deref().unwrap_or_default())?,
+            }))
+        })
+        .await
     }
+
     async fn claim_player(
         &self,
-        _player: PlayerId,
+        player: PlayerId,
         lease: &Lease,
     ) -> Result<ClaimOutcome, StoreError> {
-        Err(scaffold(lease.zone.as_str()))
+        let key = self.keys().player(player);
+        check_lease(&key, lease)?;
+        self.bounded(&key, async {
+            let reply: RecordReply = CLAIM_PLAYER
+                .key(&key)
+                .arg(lease.owner.as_str())
+                .arg(lease.zone.as_str())
+                .arg(lease.epoch)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            let (status, record) = parse_reply(&key, player, reply)?;
+            let record = written(&key, record)?;
+            Ok(if status == 1 {
+                ClaimOutcome::Claimed {
+                    seq: record.seq,
+                    state: record.state,
+                }
+            } else {
+                ClaimOutcome::Stale {
+                    epoch: record.epoch,
+                }
+            })
+        })
+        .await
     }
+
     async fn transfer_player(
         &self,
-        _player: PlayerId,
+        player: PlayerId,
         from: &Lease,
-        _to: &ShardId,
-        _to_zone: &ZoneId,
-        _state: &PlayerState,
+        to: &ShardId,
+        to_zone: &ZoneId,
+        state: &PlayerState,
     ) -> Result<TransferOutcome, StoreError> {
-        Err(scaffold(from.zone.as_str()))
+        let key = self.keys().player(player);
+        check_lease(&key, from)?;
+        check_shard(&key, to)?;
+        check_zone(&key, to_zone)?;
+        check_state(&key, state)?;
+        let state = to_json(&key, state)?;
+        self.bounded(&key, async {
+            let reply: RecordReply = TRANSFER_PLAYER
+                .key(&key)
+                .arg(from.owner.as_str())
+                .arg(from.zone.as_str())
+                .arg(from.epoch)
+                .arg(to.as_str())
+                .arg(to_zone.as_str())
+                .arg(state)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            let (status, record) = parse_reply(&key, player, reply)?;
+            Ok(if status == 1 {
+                TransferOutcome::Transferred {
+                    seq: written(&key, record)?.seq,
+                }
+            } else {
+                TransferOutcome::NotOwner(record)
+            })
+        })
+        .await
     }
+
     async fn accept_player(
         &self,
-        _player: PlayerId,
+        player: PlayerId,
         lease: &Lease,
-        _seq: Option<u64>,
+        seq: Option<u64>,
     ) -> Result<AcceptOutcome, StoreError> {
-        Err(scaffold(lease.zone.as_str()))
+        let key = self.keys().player(player);
+        check_lease(&key, lease)?;
+        self.bounded(&key, async {
+            let reply: RecordReply = ACCEPT_PLAYER
+                .key(&key)
+                .arg(lease.owner.as_str())
+                .arg(lease.zone.as_str())
+                .arg(lease.epoch)
+                .arg(seq.map(|seq| seq.to_string()).unwrap_or_default())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            let (status, record) = parse_reply(&key, player, reply)?;
+            Ok(if status == 1 {
+                let record = written(&key, record)?;
+                AcceptOutcome::Accepted {
+                    seq: record.seq,
+                    state: record.state,
+                }
+            } else {
+                AcceptOutcome::NotOffered(record)
+            })
+        })
+        .await
     }
+
     async fn checkpoint_players(
         &self,
         lease: &Lease,
-        _states: &[(PlayerId, PlayerState)],
+        states: &[(PlayerId, PlayerState)],
     ) -> Result<Vec<bool>, StoreError> {
-        Err(scaffold(lease.zone.as_str()))
+        let lease_key = self.keys().lease(&lease.zone);
+        check_lease(&lease_key, lease)?;
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut calls = Vec::with_capacity(states.len());
+        for (player, state) in states {
+            let key = self.keys().player(*player);
+            check_state(&key, state)?;
+            let json = to_json(&key, state)?;
+            calls.push((key, json));
+        }
+        // One round trip: one script call per player (each on its own key, so each may live on
+        // another Cluster node), pipelined.
+        let mut pipe = redis::pipe();
+        for (key, json) in &calls {
+            pipe.cmd("EVALSHA")
+                .arg(CHECKPOINT_PLAYER.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(lease.owner.as_str())
+                .arg(lease.zone.as_str())
+                .arg(lease.epoch)
+                .arg(json);
+        }
+        pipe.ignore_errors();
+        self.bounded(&lease_key, async {
+            let mut conn = self.conn();
+            let mut replies: Vec<RedisResult<i64>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(self.fail(&lease_key))?;
+            let unloaded = replies.iter().any(|r| {
+                r.as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
+            });
+            if unloaded {
+                // Redis lost its script cache (a restart): load the script, then send again
+                // (idempotent: each call writes the same state under the same fence).
+                CHECKPOINT_PLAYER
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(self.fail(&lease_key))?;
+                replies = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(self.fail(&lease_key))?;
+            }
+            calls
+                .iter()
+                .zip(replies)
+                .map(|((key, _), reply)| reply.map(|n| n == 1).map_err(self.fail(key)))
+                .collect()
+        })
+        .await
     }
+
     async fn release_player(
         &self,
-        _player: PlayerId,
+        player: PlayerId,
         lease: &Lease,
-        _state: Option<&PlayerState>,
+        state: Option<&PlayerState>,
     ) -> Result<bool, StoreError> {
-        Err(scaffold(lease.zone.as_str()))
+        let key = self.keys().player(player);
+        check_lease(&key, lease)?;
+        let state = match state {
+            Some(state) => {
+                check_state(&key, state)?;
+                to_json(&key, state)?
+            }
+            None => String::new(),
+        };
+        self.bounded(&key, async {
+            let released: i64 = RELEASE_PLAYER
+                .key(&key)
+                .arg(lease.owner.as_str())
+                .arg(lease.zone.as_str())
+                .arg(lease.epoch)
+                .arg(state)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            Ok(released == 1)
+        })
+        .await
     }
-    async fn get_ownership(&self, _player: PlayerId) -> Result<Option<Ownership>, StoreError> {
-        Err(scaffold("player"))
+
+    async fn get_ownership(&self, player: PlayerId) -> Result<Option<Ownership>, StoreError> {
+        let key = self.keys().player(player);
+        self.bounded(&key, async {
+            let fields: RecordFields = record_fields(&key)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            parse_record(&key, player, fields)
+        })
+        .await
     }
+
     async fn owned_players(&self) -> Result<Vec<Ownership>, StoreError> {
-        Err(scaffold("players"))
+        let pattern = self.keys().player_pattern();
+        let mut conn = self.conn();
+        let mut owned = Vec::new();
+        let mut cursor: u64 = 0;
+        // A scan over the whole keyspace: each round trip is bounded, not the whole scan.
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .bounded(&pattern, async {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT)
+                        .arg("TYPE")
+                        .arg("hash")
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(self.fail(&pattern))
+                })
+                .await?;
+            let players: Vec<(String, PlayerId)> = keys
+                .into_iter()
+                .filter_map(|key| {
+                    let player = self.keys().parse_player_key(&key)?;
+                    Some((key, player))
+                })
+                .collect();
+            if !players.is_empty() {
+                let mut reads = redis::pipe();
+                for (key, _) in &players {
+                    reads.add_command(record_fields(key));
+                }
+                let records: Vec<RecordFields> = self
+                    .bounded(&pattern, async {
+                        reads
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(self.fail(&pattern))
+                    })
+                    .await?;
+                for ((key, player), fields) in players.iter().zip(records) {
+                    if let Some(record) = parse_record(key, *player, fields)?
+                        && record.owner.is_some()
+                    {
+                        owned.push(record);
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        // SCAN may return a key more than once.
+        owned.sort_by_key(|r| r.player);
+        owned.dedup_by_key(|r| r.player);
+        Ok(owned)
     }
-    async fn send_handoff(&self, to: &ShardId, _notice: &HandoffNotice) -> Result<(), StoreError> {
-        Err(scaffold(to.as_str()))
+
+    async fn send_handoff(&self, to: &ShardId, notice: &HandoffNotice) -> Result<(), StoreError> {
+        let key = self.keys().inbox(to);
+        check_shard(&key, to)?;
+        check_notice(&key, notice)?;
+        let json = to_json(&key, notice)?;
+        self.bounded(&key, async {
+            let _id: String = SEND_NOTICE
+                .key(&key)
+                .arg(INBOX_GROUP)
+                .arg(INBOX_MAX_LEN)
+                .arg(json)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&key))?;
+            Ok(())
+        })
+        .await
     }
+
     async fn read_inbox(
         &self,
         shard: &ShardId,
-        _max: usize,
-        _block: Duration,
+        max: usize,
+        block: Duration,
     ) -> Result<Vec<InboxEntry>, StoreError> {
-        Err(scaffold(shard.as_str()))
+        let key = self.keys().inbox(shard);
+        check_shard(&key, shard)?;
+        let block = block.min(MAX_INBOX_BLOCK);
+        let max = max.min(INBOX_MAX_LEN);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut read = InboxRead::default();
+        let claimed: Value = self
+            .bounded(&key, async {
+                CLAIM_NOTICES
+                    .key(&key)
+                    .arg(INBOX_GROUP)
+                    .arg(shard.as_str())
+                    .arg(ttl_ms(INBOX_REDELIVER_AFTER))
+                    .arg(max)
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(self.fail(&key))
+            })
+            .await?;
+        for (id, fields, deliveries) in parse_claimed(&key, claimed)? {
+            read.decode(&key, id, &fields, deliveries);
+        }
+        let room = max.saturating_sub(read.len());
+        if room > 0 {
+            let mut new = redis::cmd("XREADGROUP");
+            new.arg("GROUP")
+                .arg(INBOX_GROUP)
+                .arg(shard.as_str())
+                .arg("COUNT")
+                .arg(room);
+            // Redelivered entries are answered at once; otherwise wait for a new one.
+            let blocking = !block.is_zero() && read.len() == 0;
+            if blocking {
+                new.arg("BLOCK").arg(ttl_ms(block));
+            }
+            new.arg("STREAMS").arg(&key).arg(">");
+            let reply: Value = if blocking {
+                self.blocking_query(&key, &new, block).await?
+            } else {
+                self.bounded(&key, async {
+                    new.query_async(&mut self.conn())
+                        .await
+                        .map_err(self.fail(&key))
+                })
+                .await?
+            };
+            for (id, fields) in parse_stream_read(&key, reply)? {
+                read.decode(&key, id, &fields, 1);
+            }
+        }
+        if !read.malformed.is_empty() {
+            // Acknowledged so that they are never delivered again: no version can read them. If
+            // that fails they come back later and are skipped again; the good ones are answered.
+            if let Err(error) = self.ack_ids(&key, &read.malformed).await {
+                tracing::warn!(stream = %key, %error, "cannot acknowledge malformed inbox entries");
+            }
+        }
+        Ok(read.entries)
     }
-    async fn ack_inbox(&self, shard: &ShardId, _ids: &[String]) -> Result<(), StoreError> {
-        Err(scaffold(shard.as_str()))
+
+    async fn ack_inbox(&self, shard: &ShardId, ids: &[String]) -> Result<(), StoreError> {
+        let key = self.keys().inbox(shard);
+        check_shard(&key, shard)?;
+        for id in ids {
+            parse_entry_id(&key, id)?;
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.ack_ids(&key, ids).await
     }
-    async fn publish_ghosts(&self, zone: &ZoneId, _batch: &[u8]) -> Result<(), StoreError> {
-        Err(scaffold(zone.as_str()))
+
+    async fn publish_ghosts(&self, zone: &ZoneId, batch: &[u8]) -> Result<(), StoreError> {
+        let channel = self.keys().ghosts(zone);
+        check_zone(&channel, zone)?;
+        self.bounded(&channel, async {
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(batch)
+                .exec_async(&mut self.conn())
+                .await
+                .map_err(self.fail(&channel))
+        })
+        .await
     }
-    async fn subscribe_ghosts(
-        &self,
-        zone: &ZoneId,
-    ) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, StoreError> {
-        Err(scaffold(zone.as_str()))
+
+    async fn subscribe_ghosts(&self, zone: &ZoneId) -> Result<mpsc::Receiver<Vec<u8>>, StoreError> {
+        let channel = self.keys().ghosts(zone);
+        check_zone(&channel, zone)?;
+        // The first subscription is made here, so that batches published after this call
+        // returns are delivered, and an unreachable Redis is reported to the caller.
+        let pubsub = self
+            .bounded(&channel, async {
+                subscribe(&self.shared.client, &channel)
+                    .await
+                    .map_err(self.fail(&channel))
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(GHOST_BUFFER);
+        tokio::spawn(forward_ghosts(
+            self.shared.client.clone(),
+            channel,
+            pubsub,
+            tx,
+            self.shared.timeout,
+        ));
+        Ok(rx)
+    }
+}
+
+/// The ownership fields of a player hash, in the order [`record_fields`] reads them: owner,
+/// zone, epoch, seq, from, state.
+type RecordFields = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// What the player scripts answer: a status, then [`RecordFields`].
+type RecordReply = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// `HMGET <key> owner zone epoch seq from state`.
+fn record_fields(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key)
+        .arg("owner")
+        .arg("zone")
+        .arg("epoch")
+        .arg("seq")
+        .arg("from")
+        .arg("state");
+    cmd
+}
+
+fn parse_u64(key: &str, field: &str, text: &str) -> Result<u64, StoreError> {
+    text.parse().map_err(|_| StoreError::Corrupt {
+        key: key.to_owned(),
+        detail: format!("field `{field}` holds `{text}`, not an unsigned integer"),
+    })
+}
+
+fn parse_shard(key: &str, field: &str, text: &str) -> Result<ShardId, StoreError> {
+    ShardId::new(text).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        detail: format!("field `{field}`: {e}"),
+    })
+}
+
+fn parse_zone(key: &str, field: &str, text: &str) -> Result<ZoneId, StoreError> {
+    ZoneId::new(text).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        detail: format!("field `{field}`: {e}"),
+    })
+}
+
+/// A player's ownership record from its fields; `None` if it never had an owner (no `owner`
+/// and no `seq`: a profile only, or no hash at all).
+fn parse_record(
+    key: &str,
+    player: PlayerId,
+    (owner, zone, epoch, seq, from, state): RecordFields,
+) -> Result<Option<Ownership>, StoreError> {
+    if owner.is_none() && seq.is_none() {
+        return Ok(None);
+    }
+    let number =
+        |field: &str, text: Option<String>| text.map_or(Ok(0), |text| parse_u64(key, field, &text));
+    Ok(Some(Ownership {
+        player,
+        owner: owner.map(|o| parse_shard(key, "owner", &o)).transpose()?,
+        zone: zone.map(|z| parse_zone(key, "zone", &z)).transpose()?,
+        epoch: number("epoch", epoch)?,
+        seq: number("seq", seq)?,
+        from: from.map(|f| parse_shard(key, "from", &f)).transpose()?,
+        state: state
+            .map(|json| from_json::<PlayerState>(key, &json))
+            .transpose()?,
+    }))
+}
+
+/// The status and record of a player script's reply.
+fn parse_reply(
+    key: &str,
+    player: PlayerId,
+    (status, owner, zone, epoch, seq, from, state): RecordReply,
+) -> Result<(i64, Option<Ownership>), StoreError> {
+    if !matches!(status, 0 | 1) {
+        return Err(StoreError::Corrupt {
+            key: key.to_owned(),
+            detail: format!("unexpected script status {status}"),
+        });
+    }
+    let record = parse_record(key, player, (owner, zone, epoch, seq, from, state))?;
+    Ok((status, record))
+}
+
+/// The record a script has just written (so it exists).
+fn written(key: &str, record: Option<Ownership>) -> Result<Ownership, StoreError> {
+    record.ok_or_else(|| StoreError::Corrupt {
+        key: key.to_owned(),
+        detail: "the record is missing right after a write".to_owned(),
+    })
+}
+
+/// A bulk or simple string reply as text.
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// The field/value pairs of a stream entry (a flat array, or a map in RESP3).
+fn entry_fields(value: &Value) -> Option<Vec<(String, Option<String>)>> {
+    match value {
+        Value::Array(items) => Some(
+            items
+                .chunks(2)
+                .filter_map(|pair| match pair {
+                    [field, value] => Some((text(field)?, text(value))),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Value::Map(pairs) => Some(
+            pairs
+                .iter()
+                .filter_map(|(field, value)| Some((text(field)?, text(value))))
+                .collect(),
+        ),
+        Value::Nil => Some(Vec::new()),
+        _ => None,
+    }
+}
+
+/// A stream entry id and its fields (`[id, [field, value, ...]]`).
+type RawEntry = (String, Vec<(String, Option<String>)>);
+
+/// A claimed stream entry: id, fields and delivery count.
+type ClaimedEntry = (String, Vec<(String, Option<String>)>, u32);
+
+fn not_a_stream_reply(key: &str, what: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_owned(),
+        detail: format!("unexpected {what} reply"),
+    }
+}
+
+fn parse_raw_entry(key: &str, value: &Value) -> Result<RawEntry, StoreError> {
+    let Value::Array(parts) = value else {
+        return Err(not_a_stream_reply(key, "stream entry"));
+    };
+    match parts.as_slice() {
+        [id, fields, ..] => {
+            let id = text(id).ok_or_else(|| not_a_stream_reply(key, "stream entry id"))?;
+            let fields =
+                entry_fields(fields).ok_or_else(|| not_a_stream_reply(key, "stream entry"))?;
+            Ok((id, fields))
+        }
+        _ => Err(not_a_stream_reply(key, "stream entry")),
+    }
+}
+
+/// The entries of a [`CLAIM_NOTICES`] reply, with their delivery counts.
+fn parse_claimed(key: &str, reply: Value) -> Result<Vec<ClaimedEntry>, StoreError> {
+    let Value::Array(items) = reply else {
+        return Err(not_a_stream_reply(key, "XAUTOCLAIM"));
+    };
+    let mut claimed = Vec::with_capacity(items.len());
+    for item in &items {
+        let Value::Array(parts) = item else {
+            return Err(not_a_stream_reply(key, "XAUTOCLAIM"));
+        };
+        let [id, fields, deliveries] = parts.as_slice() else {
+            return Err(not_a_stream_reply(key, "XAUTOCLAIM"));
+        };
+        let id = text(id).ok_or_else(|| not_a_stream_reply(key, "XAUTOCLAIM"))?;
+        let fields = entry_fields(fields).ok_or_else(|| not_a_stream_reply(key, "XAUTOCLAIM"))?;
+        let deliveries = match deliveries {
+            Value::Int(n) => u32::try_from(*n).unwrap_or(u32::MAX),
+            _ => return Err(not_a_stream_reply(key, "XPENDING")),
+        };
+        claimed.push((id, fields, deliveries));
+    }
+    Ok(claimed)
+}
+
+/// The entries of an `XREADGROUP` reply on one stream (`nil` when a blocking read timed out).
+fn parse_stream_read(key: &str, reply: Value) -> Result<Vec<RawEntry>, StoreError> {
+    let streams = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|stream| match stream {
+                Value::Array(mut parts) if parts.len() == 2 => {
+                    Ok(parts.pop().expect("invariant: two parts"))
+                }
+                _ => Err(not_a_stream_reply(key, "XREADGROUP")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+        _ => return Err(not_a_stream_reply(key, "XREADGROUP")),
+    };
+    let mut entries = Vec::new();
+    for stream in streams {
+        let Value::Array(items) = stream else {
+            return Err(not_a_stream_reply(key, "XREADGROUP"));
+        };
+        for item in &items {
+            entries.push(parse_raw_entry(key, item)?);
+        }
+    }
+    Ok(entries)
+}
+
+/// The notices of one read, and the ids of entries no version of Meridian can read.
+#[derive(Default)]
+struct InboxRead {
+    entries: Vec<InboxEntry>,
+    malformed: Vec<String>,
+}
+
+impl InboxRead {
+    fn len(&self) -> usize {
+        self.entries.len() + self.malformed.len()
+    }
+
+    /// Decodes an entry's `notice` field; a malformed entry is logged and set aside.
+    fn decode(
+        &mut self,
+        key: &str,
+        id: String,
+        fields: &[(String, Option<String>)],
+        deliveries: u32,
+    ) {
+        let json = fields
+            .iter()
+            .find(|(field, _)| field == "notice")
+            .and_then(|(_, value)| value.as_deref());
+        let decoded = match json {
+            None => Err("no `notice` field".to_owned()),
+            Some(json) => serde_json::from_str::<HandoffNotice>(json)
+                .map_err(|e| format!("bad JSON: {e}"))
+                .and_then(|notice| {
+                    check_notice(key, &notice)
+                        .map(|()| notice)
+                        .map_err(|e| e.to_string())
+                }),
+        };
+        match decoded {
+            Ok(notice) => self.entries.push(InboxEntry {
+                id,
+                notice,
+                deliveries,
+            }),
+            Err(why) => {
+                tracing::warn!(
+                    stream = %key,
+                    id = %id,
+                    error = %why,
+                    "skipping a malformed inbox entry (acknowledged, never delivered again)"
+                );
+                self.malformed.push(id);
+            }
+        }
+    }
+}
+
+/// A dedicated pub/sub connection subscribed to `channel`.
+async fn subscribe(client: &Client, channel: &str) -> Result<PubSub, RedisError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+/// Why [`pump_ghosts`] returned.
+enum PumpEnd {
+    /// The receiver was dropped: the subscription ends.
+    ReceiverGone,
+    /// The connection closed or stopped answering.
+    ConnectionLost(String),
+}
+
+/// The background task of [`Store::subscribe_ghosts`]: forwards batches until the receiver
+/// is dropped, re-subscribing with backoff after a lost connection (one warning per outage).
+async fn forward_ghosts(
+    client: Client,
+    channel: String,
+    first: PubSub,
+    tx: mpsc::Sender<Vec<u8>>,
+    timeout: Duration,
+) {
+    let mut next = Some(first);
+    let mut backoff = GHOST_RESUBSCRIBE_MIN;
+    let mut in_outage = false;
+    loop {
+        let pubsub = match next.take() {
+            Some(pubsub) => pubsub,
+            None => {
+                let attempt = tokio::select! {
+                    () = tx.closed() => return,
+                    attempt = tokio::time::timeout(timeout, subscribe(&client, &channel)) => attempt,
+                };
+                match attempt {
+                    Ok(Ok(pubsub)) => {
+                        tracing::info!(%channel, "ghost subscription restored");
+                        in_outage = false;
+                        backoff = GHOST_RESUBSCRIBE_MIN;
+                        pubsub
+                    }
+                    Ok(Err(error)) => {
+                        tracing::debug!(%channel, %error, "ghost re-subscription failed");
+                        tokio::select! {
+                            () = tx.closed() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(GHOST_RESUBSCRIBE_MAX);
+                        continue;
+                    }
+                    Err(_elapsed) => {
+                        tracing::debug!(%channel, "ghost re-subscription timed out");
+                        backoff = (backoff * 2).min(GHOST_RESUBSCRIBE_MAX);
+                        continue;
+                    }
+                }
+            }
+        };
+        match pump_ghosts(pubsub, &tx, timeout, GHOST_PING_EVERY).await {
+            PumpEnd::ReceiverGone => {
+                tracing::debug!(%channel, "ghost receiver dropped: unsubscribed");
+                return;
+            }
+            PumpEnd::ConnectionLost(error) => {
+                if !in_outage {
+                    tracing::warn!(%channel, %error, "ghost subscription lost; re-subscribing");
+                    in_outage = true;
+                }
+            }
+        }
+    }
+}
+
+/// Forwards the messages of one subscribed connection; pings it now and then so that a
+/// silently dead connection is noticed.
+async fn pump_ghosts(
+    pubsub: PubSub,
+    tx: &mpsc::Sender<Vec<u8>>,
+    timeout: Duration,
+    ping_every: Duration,
+) -> PumpEnd {
+    let (mut sink, mut stream) = pubsub.split();
+    let mut ping = tokio::time::interval(ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.reset();
+    loop {
+        tokio::select! {
+            () = tx.closed() => return PumpEnd::ReceiverGone,
+            message = stream.next() => {
+                let Some(message) = message else {
+                    return PumpEnd::ConnectionLost("connection closed".to_owned());
+                };
+                match tx.try_send(message.get_payload_bytes().to_vec()) {
+                    Ok(()) => {}
+                    // Ghosts are refreshed every tick: a late batch is worth nothing.
+                    Err(TrySendError::Full(_)) => {
+                        tracing::trace!("ghost receiver is behind: batch dropped");
+                    }
+                    Err(TrySendError::Closed(_)) => return PumpEnd::ReceiverGone,
+                }
+            }
+            _ = ping.tick() => {
+                match tokio::time::timeout(timeout, sink.ping::<Value>()).await {
+                    Ok(Ok(_pong)) => {}
+                    Ok(Err(error)) => return PumpEnd::ConnectionLost(error.to_string()),
+                    Err(_elapsed) => {
+                        return PumpEnd::ConnectionLost("no answer to PING".to_owned());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -807,19 +1927,55 @@ mod tests {
         assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 
+    /// Pings of a subscribed connection are answered (a failed ping would end the pump and
+    /// make the task re-subscribe, losing batches), and batches keep flowing between them.
+    #[cfg(feature = "testing")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_subscribed_connection_answers_pings_and_keeps_forwarding() {
+        let server = crate::testing::RedisServer::start()
+            .await
+            .expect("start redis-server");
+        let client = Client::open(server.url()).expect("url");
+        let pubsub = subscribe(&client, "ch").await.expect("subscribe");
+        let (tx, mut rx) = mpsc::channel(GHOST_BUFFER);
+        let pump = tokio::spawn(async move {
+            pump_ghosts(
+                pubsub,
+                &tx,
+                Duration::from_secs(5),
+                Duration::from_millis(10),
+            )
+            .await
+        });
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        for n in 0..20_u8 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            redis::cmd("PUBLISH")
+                .arg("ch")
+                .arg(&[n][..])
+                .exec_async(&mut conn)
+                .await
+                .expect("PUBLISH");
+            let batch = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a batch in time")
+                .expect("the pump is alive");
+            assert_eq!(batch, [n]);
+        }
+        assert!(!pump.is_finished(), "pings were answered");
+        drop(rx);
+        let end = pump.await.expect("task");
+        assert!(matches!(end, PumpEnd::ReceiverGone));
+    }
+
     #[tokio::test]
     async fn bad_urls_are_refused_before_connecting() {
         let err = RedisStore::connect("http://x", &StoreConfig::default())
             .await
             .expect_err("not redis");
         assert!(matches!(err, StoreError::Config(_)), "{err:?}");
-    }
-}
-
-// SCAFFOLD: removed once the ownership operations are implemented.
-fn scaffold(key: &str) -> StoreError {
-    StoreError::Unavailable {
-        key: key.to_owned(),
-        detail: "not implemented yet".to_owned(),
     }
 }

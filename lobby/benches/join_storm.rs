@@ -692,7 +692,7 @@ async fn timed_join(
         .await
         .map_err(|e| format!("shard: {e}"))?;
     marks.push(Instant::now());
-    let mut session = ShardSession::start(conn, g.addr, g.ticket)
+    let mut session = ShardSession::start(&ep, &cfg, conn, g.addr, g.ticket)
         .await
         .map_err(|e| format!("shard: {e}"))?;
     marks.push(Instant::now());

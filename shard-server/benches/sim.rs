@@ -52,6 +52,7 @@ impl Driver {
             player: PlayerId(p),
             spawn: None,
             score: 0,
+            ..SimJoin::default()
         }));
         // Warm up: buffers grow to size, players get up to speed.
         for _ in 0..60 {

@@ -57,6 +57,13 @@ pub struct ShardConfig {
     pub idle_timeout_ms: u64,
     /// TCP address of the admin HTTP endpoint (health, metrics); none if unset.
     pub admin_listen: Option<SocketAddr>,
+    /// World map (TOML) listing every zone, its neighbours and spawn points; with `redis`, the
+    /// shard hands players across borders to its neighbours. Without it the shard's zone is a
+    /// world of its own.
+    pub world: Option<PathBuf>,
+    /// Datacenter region this shard runs in, as named in the world map and latency matrices
+    /// (published in the registry for routing).
+    pub region: String,
 }
 
 impl Default for ShardConfig {
@@ -78,6 +85,8 @@ impl Default for ShardConfig {
             keep_alive_ms: 1_000,
             idle_timeout_ms: 10_000,
             admin_listen: None,
+            world: None,
+            region: "local".to_owned(),
         }
     }
 }
@@ -103,6 +112,8 @@ impl fmt::Debug for ShardConfig {
             keep_alive_ms,
             idle_timeout_ms,
             admin_listen,
+            world,
+            region,
         } = self;
         f.debug_struct("ShardConfig")
             .field("id", id)
@@ -121,6 +132,8 @@ impl fmt::Debug for ShardConfig {
             .field("keep_alive_ms", keep_alive_ms)
             .field("idle_timeout_ms", idle_timeout_ms)
             .field("admin_listen", admin_listen)
+            .field("world", world)
+            .field("region", region)
             .finish()
     }
 }

@@ -8,9 +8,12 @@
 //! - [`net`]: the QUIC shell: admission by ticket, a task per connection.
 //! - [`server`]: a running shard ([`server::start`], [`server::run`], [`server::ShardHandle`]).
 //! - [`metrics`]: counters and the published tick status.
+//! - [`admin`]: the admin HTTP endpoint (players held, for `meridian audit`; tick status).
 //! - [`config`]: [`config::ShardConfig`], the configuration of `meridian shard`.
 
+pub mod admin;
 pub mod config;
+pub mod handoff;
 pub mod metrics;
 pub mod net;
 pub mod replication;

@@ -47,6 +47,24 @@ pub struct ShardMetrics {
     pub tick_overruns: AtomicU64,
     /// Ticks run.
     pub ticks: AtomicU64,
+    /// Players handed to a neighbour (ownership moved in shared state).
+    pub handoffs_out: AtomicU64,
+    /// Players taken over from a neighbour (spawned here on a notice or an arrival).
+    pub handoffs_in: AtomicU64,
+    /// Transfers that did not go through (the border acted as a wall; retried later).
+    pub handoffs_failed: AtomicU64,
+    /// Handed-off clients that did not move to the new shard within the grace period.
+    pub handoffs_abandoned: AtomicU64,
+    /// Handoff notices ignored as stale or repeated.
+    pub notices_ignored: AtomicU64,
+    /// Players whose ownership claim or release was refused or failed.
+    pub ownership_errors: AtomicU64,
+    /// Ghost batches published to neighbours.
+    pub ghost_batches_out: AtomicU64,
+    /// Ghost batches received from neighbours.
+    pub ghost_batches_in: AtomicU64,
+    /// Times the zone lease was lost.
+    pub lease_lost: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -69,7 +87,7 @@ impl ShardMetrics {
 }
 
 /// Latency figures of one tick phase, milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct PhaseTimes {
     /// Median.
     pub p50_ms: f64,
@@ -80,7 +98,7 @@ pub struct PhaseTimes {
 }
 
 /// What the tick thread publishes once a second (and when it stops).
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct TickStatus {
     /// Last completed tick.
     pub tick: u64,

@@ -2,12 +2,18 @@
 //! thread beside it. [`start`] returns a [`ShardHandle`] (tests start shards in-process with
 //! it); [`run`] is the `meridian shard` entry point.
 
+use crate::admin::{self, AdminQuery, AdminState};
 use crate::config::{ConfigError, ShardConfig};
+use crate::handoff::ghosts::GhostBands;
+use crate::handoff::{ClusterLink, worker};
 use crate::metrics::{ShardMetrics, TickStatus};
 use crate::net::{self, NetLimits, NetShared};
 use crate::replication::ReplicationConfig;
-use crate::sim::{Sim, SimConfig, SimConfigError};
-use crate::tick::{TickLoop, TickSetup};
+use crate::sim::{BorderConfig, Sim, SimConfig, SimConfigError};
+use crate::tick::{TickHandoff, TickLoop, TickSetup};
+use meridian_cluster::Store;
+use meridian_cluster::ownership::{AcquireOutcome, Lease};
+use meridian_cluster::world::WorldMap;
 use meridian_cluster::registry::{Registry, RegistryConfig};
 use meridian_cluster::store::{ShardRecord, StoreConfig, StoreHandle};
 use meridian_protocol::quic::{self, CertSha256, CertificateMaterial, QuicConfig, QuicSetupError};
@@ -58,6 +64,37 @@ pub enum ShardError {
     /// The registry settings were refused.
     #[error("registry: {0}")]
     Registry(String),
+    /// The world map does not list the shard's zone.
+    #[error("zone `{zone}` is not in the world map `{map}` (zones: {zones})")]
+    ZoneNotInMap {
+        /// The shard's zone.
+        zone: ZoneId,
+        /// The map's name.
+        map: String,
+        /// The zones it has.
+        zones: String,
+    },
+    /// Another live shard holds the zone's lease.
+    #[error("zone `{zone}` is served by shard `{holder}` (lease epoch {epoch}); start this shard for another zone or stop that one")]
+    ZoneHeld {
+        /// The zone.
+        zone: ZoneId,
+        /// The shard holding it.
+        holder: ShardId,
+        /// Its lease epoch.
+        epoch: u64,
+    },
+    /// The admin endpoint could not be bound.
+    #[error("cannot bind the admin endpoint on {addr}: {source}")]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The world map could not be read.
+    #[error(transparent)]
+    WorldMap(#[from] meridian_cluster::world::WorldMapError),
     /// The tick thread stopped without being asked to (a panic in the simulation: see the log).
     #[error("the tick thread of shard {shard} stopped unexpectedly; the shard cannot go on")]
     TickDied {
@@ -110,7 +147,7 @@ impl ShardTuning {
             replication: ReplicationConfig::default(),
             limits,
             quic,
-            region: "local".to_owned(),
+            region: cfg.region.clone(),
             capacity: 1_000,
         })
     }
@@ -139,6 +176,12 @@ pub struct ShardHandle {
     record: ShardRecord,
     accept_task: tokio::task::JoinHandle<()>,
     endpoint: quinn::Endpoint,
+    /// The zone lease and the store it lives in, when part of a world.
+    lease: Option<(StoreHandle, watch::Receiver<Option<Lease>>)>,
+    /// The handoff worker's tasks.
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    /// The admin endpoint's address, if it serves one.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl ShardHandle {
@@ -181,6 +224,11 @@ impl ShardHandle {
         &self.metrics
     }
 
+    /// The zone lease held now (None without shared state, or while lost).
+    pub fn lease(&self) -> Option<Lease> {
+        self.lease.as_ref().and_then(|(_, rx)| rx.borrow().clone())
+    }
+
     /// Stops the shard: the tick thread kicks every client with a shutdown reason and stops,
     /// the endpoint stops accepting and closes. Returns the final tick status.
     pub async fn shutdown(self) -> TickStatus {
@@ -193,6 +241,20 @@ impl ShardHandle {
             .and_then(Result::ok)
             .unwrap_or_default();
         let _ = self.accept_task.await;
+        // Releases and acks queued by the tick thread's last steps get a moment to finish.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for w in &self.workers {
+            w.abort();
+        }
+        if let Some((store, rx)) = &self.lease {
+            let lease = rx.borrow().clone();
+            if let Some(lease) = lease {
+                match store.release_lease(&lease).await {
+                    Ok(_) => info!(zone = %lease.zone, epoch = lease.epoch, "zone lease released"),
+                    Err(e) => warn!(error = %e, "zone lease not released; it expires by itself"),
+                }
+            }
+        }
         if let Some(h) = self.heartbeat {
             // The heartbeat task deregisters the shard when it sees the shutdown.
             let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
@@ -213,6 +275,28 @@ pub async fn start(
     cfg: &ShardConfig,
     tuning: ShardTuning,
     registry: Option<Registry>,
+) -> Result<ShardHandle, ShardError> {
+    start_inner(cfg, tuning, registry, None).await
+}
+
+/// Starts a shard as part of a multi-zone world: takes its zone's lease (refused if another
+/// live shard holds it), claims the ownership of every player it admits, hands players to its
+/// neighbours across borders and takes theirs, shows their border entities, and publishes
+/// itself in the registry. Must be called within a tokio runtime.
+pub async fn start_in_world(
+    cfg: &ShardConfig,
+    tuning: ShardTuning,
+    link: ClusterLink,
+) -> Result<ShardHandle, ShardError> {
+    let registry = link.registry.clone();
+    start_inner(cfg, tuning, Some(registry), Some(link)).await
+}
+
+async fn start_inner(
+    cfg: &ShardConfig,
+    mut tuning: ShardTuning,
+    registry: Option<Registry>,
+    link: Option<ClusterLink>,
 ) -> Result<ShardHandle, ShardError> {
     cfg.validate()?;
     let key = TicketKey::from_hex(
@@ -256,6 +340,56 @@ pub async fn start(
         source,
     })?;
 
+    // In a world: the map decides the zone's rectangle and its neighbours, and the lease is
+    // taken before anything is served.
+    let mut world_parts = None;
+    if let Some(link) = &link {
+        let spec = link
+            .world
+            .zone(&zone)
+            .ok_or_else(|| ShardError::ZoneNotInMap {
+                zone: zone.clone(),
+                map: link.world.name.clone(),
+                zones: link
+                    .world
+                    .zones
+                    .iter()
+                    .map(|z| z.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?
+            .clone();
+        if [spec.min, spec.max] != [tuning.sim.bounds_min, tuning.sim.bounds_max] {
+            info!(zone = %zone, bounds = %spec.bounds_string(), "zone bounds taken from the world map");
+        }
+        tuning.sim.bounds_min = spec.min;
+        tuning.sim.bounds_max = spec.max;
+        let neighbours: Vec<_> = link.world.neighbours(&zone).into_iter().cloned().collect();
+        let (world_min, world_max) = link.world.bounds();
+        let border = BorderConfig {
+            world_min,
+            world_max,
+            neighbours: neighbours.iter().map(|n| (n.min, n.max)).collect(),
+            ..BorderConfig::default()
+        };
+        tuning.sim.border = Some(border);
+        let store = link.registry.store().clone();
+        let lease = match store
+            .acquire_lease(&zone, &shard, link.handoff.lease_ttl)
+            .await?
+        {
+            AcquireOutcome::Acquired(lease) => lease,
+            AcquireOutcome::Held(holder) => {
+                return Err(ShardError::ZoneHeld {
+                    zone: zone.clone(),
+                    holder: holder.owner,
+                    epoch: holder.epoch,
+                });
+            }
+        };
+        info!(zone = %zone, epoch = lease.epoch, "zone lease taken");
+        world_parts = Some((link.clone(), spec, neighbours, store, lease));
+    }
     let sim = Sim::new(tuning.sim.clone())?;
     let metrics = Arc::new(ShardMetrics::default());
     let status = Arc::new(Mutex::new(TickStatus::default()));
@@ -263,6 +397,57 @@ pub async fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let (sessions_tx, sessions_rx) = mpsc::channel(4096);
     let (inputs_tx, inputs_rx) = mpsc::channel(65_536);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (admin_tx, admin_rx) = mpsc::channel::<AdminQuery>(64);
+    // The handoff machinery: channels between the tick thread and the worker.
+    let mut tick_handoff = None;
+    let mut net_cluster = None;
+    let mut lease_handle = None;
+    let mut workers = Vec::new();
+    if let Some((link, spec, neighbours, store, lease)) = world_parts {
+        let (lease_tx, lease_rx) = watch::channel(Some(lease));
+        let (cmd_tx, cmd_rx) = mpsc::channel(8192);
+        let (ev_tx, ev_rx) = mpsc::channel(8192);
+        let (gout_tx, gout_rx) = mpsc::channel(256);
+        let (gin_tx, gin_rx) = mpsc::channel(256);
+        let border = tuning
+            .sim
+            .border
+            .clone()
+            .expect("invariant: set above for a shard in a world");
+        let neighbour_ids: Vec<ZoneId> = neighbours.iter().map(|n| n.id.clone()).collect();
+        tick_handoff = Some(TickHandoff {
+            commands: cmd_tx,
+            events: ev_rx,
+            ghosts_out: gout_tx,
+            ghosts_in: gin_rx,
+            neighbours: neighbour_ids.clone(),
+            neighbour_rects: border.neighbours.clone(),
+            bands: GhostBands::new((spec.min, spec.max), &border.neighbours, border.band),
+            spawns: spec.spawns.clone(),
+            config: link.handoff.clone(),
+        });
+        workers = worker::spawn(worker::WorkerSetup {
+            shard: shard.clone(),
+            zone: zone.clone(),
+            store: store.clone(),
+            neighbours: neighbour_ids,
+            key: key.clone(),
+            config: link.handoff.clone(),
+            lease: lease_tx,
+            commands: cmd_rx,
+            events: ev_tx,
+            ghosts_out: gout_rx,
+            ghosts_in: gin_tx,
+            metrics: metrics.clone(),
+            shutdown: shutdown_rx.clone(),
+        });
+        net_cluster = Some(net::NetCluster {
+            store: store.clone(),
+            lease: lease_rx.clone(),
+        });
+        lease_handle = Some((store, lease_rx));
+    }
     let setup = TickSetup {
         shard: shard.clone(),
         zone: zone.clone(),
@@ -274,6 +459,8 @@ pub async fn start(
         status: status.clone(),
         tick: tick.clone(),
         stop: stop.clone(),
+        handoff: tick_handoff,
+        admin: Some(admin_rx),
     };
     let span = tracing::info_span!("shard", id = %shard, zone = %zone);
     let (ended_tx, tick_ended) = watch::channel(false);
@@ -301,12 +488,55 @@ pub async fn start(
         inputs: inputs_tx,
         tick,
         limits: tuning.limits.clone(),
+        cluster: net_cluster,
     });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let accept_task = tokio::spawn(tracing::Instrument::instrument(
-        net::accept_loop(endpoint.clone(), shared, shutdown_rx),
+        net::accept_loop(endpoint.clone(), shared, shutdown_rx.clone()),
         tracing::info_span!("shard", id = %shard, zone = %zone),
     ));
+    let admin_addr = match cfg.admin_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ShardError::AdminBind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ShardError::AdminBind { addr, source })?;
+            let epoch = Arc::new(AtomicU64::new(0));
+            if let Some((_, rx)) = &lease_handle {
+                let mut rx = rx.clone();
+                let epoch = epoch.clone();
+                workers.push(tokio::spawn(async move {
+                    loop {
+                        let e = rx.borrow_and_update().as_ref().map_or(0, |l| l.epoch);
+                        epoch.store(e, Ordering::Relaxed);
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+            let state = AdminState {
+                shard: shard.clone(),
+                zone: zone.clone(),
+                lease_epoch: epoch,
+                status: status.clone(),
+                queries: admin_tx,
+            };
+            let mut stop_admin = shutdown_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop_admin.wait_for(|s| *s).await;
+                };
+                if let Err(e) = admin::serve(listener, state, stopped).await {
+                    warn!(error = %e, "admin endpoint stopped");
+                }
+            });
+            info!(addr = %bound, "admin endpoint listening");
+            Some(bound)
+        }
+        None => None,
+    };
     let public_addr = cfg.public_addr.unwrap_or(local_addr);
     let record = ShardRecord {
         id: shard.clone(),
@@ -317,7 +547,7 @@ pub async fn start(
         capacity: tuning.capacity,
         load: 0,
         draining: false,
-        admin_addr: None,
+        admin_addr: admin_addr.map(|a| a.to_string()),
     };
     info!(
         shard = %shard, zone = %zone, addr = %local_addr, region = %tuning.region, cert_sha256 = %to_hex(&cert.sha256()),
@@ -338,6 +568,9 @@ pub async fn start(
         record,
         accept_task,
         endpoint,
+        lease: lease_handle,
+        workers,
+        admin_addr,
     };
     if let Some(registry) = registry {
         handle.publish(registry);
@@ -345,37 +578,45 @@ pub async fn start(
     Ok(handle)
 }
 
-/// Runs a shard until `shutdown` completes (the binary passes Ctrl-C / SIGTERM).
+/// Runs a shard until `shutdown` completes (the binary passes Ctrl-C / SIGTERM). With
+/// `--redis`, waits for shared state (retrying up to [`STORE_CONNECT_DEADLINE`]), takes the
+/// zone's lease and joins the world (`--world`, or the zone alone); without it, serves the zone
+/// alone and unlisted.
 pub async fn run(cfg: ShardConfig, shutdown: impl Future<Output = ()>) -> Result<(), ShardError> {
     let tuning = ShardTuning::from_config(&cfg)?;
-    let mut handle = start(&cfg, tuning, None).await?;
     let mut shutdown = std::pin::pin!(shutdown);
-    match &cfg.redis {
+    let handle = match &cfg.redis {
         Some(url) => {
-            // Serve at once; appear in the registry once shared state is reachable.
-            let store_cfg = StoreConfig::default();
-            let store = tokio::select! {
-                store = StoreHandle::open_with_retry(url, &store_cfg, STORE_CONNECT_DEADLINE) => store,
-                _ = &mut shutdown => {
-                    handle.shutdown().await;
-                    return Ok(());
+            let world = match &cfg.world {
+                Some(path) => WorldMap::load(path)?,
+                None => {
+                    let bounds = cfg.bounds()?;
+                    let zone = ZoneId::new(cfg.zone.clone())
+                        .map_err(|source| ConfigError::BadZone { source })?;
+                    single_zone_world(zone, bounds.min, bounds.max, &cfg.region)
                 }
             };
-            match store.map_err(ShardError::from).and_then(|store| {
-                Registry::new(store, RegistryConfig::default())
-                    .map_err(|e| ShardError::Registry(e.to_string()))
-            }) {
-                Ok(registry) => handle.publish(registry),
-                Err(e) => {
-                    handle.shutdown().await;
-                    return Err(e);
-                }
-            }
+            let store_cfg = StoreConfig::default();
+            let store = tokio::select! {
+                store = StoreHandle::open_with_retry(url, &store_cfg, STORE_CONNECT_DEADLINE) => store?,
+                _ = &mut shutdown => return Ok(()),
+            };
+            let registry = Registry::new(store, RegistryConfig::default())
+                .map_err(|e| ShardError::Registry(e.to_string()))?;
+            let link = ClusterLink {
+                registry,
+                world: Arc::new(world),
+                handoff: crate::handoff::HandoffConfig::default(),
+            };
+            start_in_world(&cfg, tuning, link).await?
         }
-        None => warn!(
-            "no --redis: the shard is not published in a registry, so no lobby can route to it"
-        ),
-    }
+        None => {
+            warn!(
+                "no --redis: the shard serves its zone alone, unlisted (no lobby can route to it, no handoffs)"
+            );
+            start(&cfg, tuning, None).await?
+        }
+    };
     tokio::select! {
         _ = &mut shutdown => {}
         _ = handle.tick_ended() => {
@@ -393,4 +634,19 @@ pub async fn run(cfg: ShardConfig, shutdown: impl Future<Output = ()>) -> Result
         "shard stopped"
     );
     Ok(())
+}
+
+/// The world of a shard started without a map: its zone alone, spawning at its centre.
+fn single_zone_world(zone: ZoneId, min: [f32; 2], max: [f32; 2], region: &str) -> WorldMap {
+    WorldMap {
+        name: format!("zone {zone} alone"),
+        regions: vec![region.to_owned()],
+        zones: vec![meridian_cluster::world::ZoneSpec {
+            id: zone,
+            min,
+            max,
+            region: region.to_owned(),
+            spawns: vec![[(min[0] + max[0]) / 2.0, (min[1] + max[1]) / 2.0]],
+        }],
+    }
 }

@@ -4,20 +4,28 @@
 //! `try_recv`, datagrams are handed to quinn without blocking, reliable events go through
 //! bounded queues with `try_send`.
 
+use crate::admin::AdminQuery;
+use crate::handoff::ghosts::{GhostBands, GhostEntityMsg};
+use crate::handoff::{HandoffCommand, HandoffConfig, HandoffEvent, NeighbourInfo, worker};
 use crate::metrics::{PhaseTimes, ShardMetrics, TickStatus};
-use crate::net::{ConnId, InputEvent, SessionEvent};
+use crate::net::{Arrival, ConnId, InputEvent, SessionEvent};
 use crate::replication::{ClientReplication, ReplicationConfig};
-use crate::sim::{InputRejection, Sim, SimInputs, SimJoin};
+use crate::sim::{GhostUpdate, InputRejection, Sim, SimInputs, SimJoin};
+use meridian_cluster::audit::{HeldPlayer, HeldState};
+use meridian_cluster::ownership::PlayerState;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use meridian_protocol::codec;
 use meridian_protocol::control::{
-    ChatMsg, KickMsg, KickReason, ScoreMsg, ShardControlMsg, WelcomeMsg, ZoneBoundsMsg,
+    ChatMsg, KickMsg, KickReason, NeighbourMsg, ScoreMsg, ShardControlMsg, WelcomeMsg,
+    ZoneBoundsMsg,
 };
 use meridian_protocol::datagram::{ServerDatagramMsg, SnapshotMsg};
 use meridian_protocol::quantize::PositionQuantizer;
 use meridian_protocol::quic::close_code;
 use meridian_protocol::{InputSeq, PlayerId, ShardId, ZoneId};
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64Mcg;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,7 +64,38 @@ pub struct TickSetup {
     pub tick: Arc<AtomicU64>,
     /// Set to stop the thread.
     pub stop: Arc<AtomicBool>,
+    /// The link to the handoff worker, when the shard is part of a multi-zone world.
+    pub handoff: Option<TickHandoff>,
+    /// Questions from the admin endpoint, answered once a tick.
+    pub admin: Option<mpsc::Receiver<AdminQuery>>,
 }
+
+/// The tick thread's side of handoff: channels to and from the worker, and the geometry.
+pub struct TickHandoff {
+    /// To the worker.
+    pub commands: mpsc::Sender<HandoffCommand>,
+    /// From the worker.
+    pub events: mpsc::Receiver<HandoffEvent>,
+    /// Ghost batches to publish: (neighbour number, encoded batch).
+    pub ghosts_out: mpsc::Sender<(u16, Vec<u8>)>,
+    /// Ghost updates received.
+    pub ghosts_in: mpsc::Receiver<Vec<GhostUpdate>>,
+    /// Neighbouring zones, in the simulation's neighbour order.
+    pub neighbours: Vec<ZoneId>,
+    /// Their rectangles, same order.
+    pub neighbour_rects: Vec<([f32; 2], [f32; 2])>,
+    /// What is published to each neighbour.
+    pub bands: GhostBands,
+    /// Spawn points of the zone (joins spawn near one of them).
+    pub spawns: Vec<[f32; 2]>,
+    /// Settings.
+    pub config: HandoffConfig,
+}
+
+/// Spawns land within this distance of a spawn point.
+const SPAWN_JITTER: f32 = 15.0;
+/// Neighbour notices are checked every this many ticks.
+const NOTICE_EVERY_TICKS: u64 = 5;
 
 struct ClientSlot {
     player: PlayerId,
@@ -69,12 +108,37 @@ struct ClientSlot {
     /// lock, which per client per tick cost 7% of a loaded tick) and after a failed send.
     max_datagram: Option<usize>,
     datagram: ServerDatagramMsg,
+    /// Per neighbour, the generation of the neighbour's owner this client was told about (0:
+    /// none).
+    notified: Vec<u32>,
+}
+
+/// A frozen player whose transfer is in flight.
+struct Outgoing {
+    /// Its client left meanwhile: if the transfer fails, release the player.
+    left: bool,
+}
+
+/// A handed-off client that has not moved yet.
+struct HandedOff {
+    player: PlayerId,
+    connection: quinn::Connection,
+    control: mpsc::Sender<ShardControlMsg>,
+    deadline: Instant,
+}
+
+/// A player spawned from a notice, waiting for its client.
+struct Incoming {
+    since: Instant,
+    /// The notice to acknowledge once the entity exists.
+    notice: Option<String>,
 }
 
 struct PendingJoin {
     conn: ConnId,
     connection: quinn::Connection,
     control: mpsc::Sender<ShardControlMsg>,
+    arrival: Option<Arrival>,
 }
 
 struct Histograms {
@@ -118,6 +182,17 @@ pub struct TickLoop {
     hist: Histograms,
     last_overrun_warn: Option<Instant>,
     overruns: u64,
+    /// Owner of each neighbouring zone, as the worker last reported.
+    neighbours: Vec<Option<NeighbourInfo>>,
+    /// Generation of each neighbour's owner (bumped on every change).
+    neighbour_gen: Vec<u32>,
+    outgoing: HashMap<PlayerId, Outgoing>,
+    handed: HashMap<ConnId, HandedOff>,
+    incoming: HashMap<PlayerId, Incoming>,
+    ghost_buf: Vec<Vec<GhostEntityMsg>>,
+    /// False while the zone lease is lost: no admission, no simulation of players.
+    serving: bool,
+    spawn_rng: Pcg64Mcg,
 }
 
 fn us_since(t: Instant) -> u64 {
@@ -128,7 +203,10 @@ impl TickLoop {
     /// Prepares the loop.
     pub fn new(setup: TickSetup) -> Self {
         let cfg = setup.sim.config();
-        let (min, max) = (cfg.bounds_min, cfg.bounds_max);
+        let seed = cfg.seed;
+        let n_neighbours = setup.handoff.as_ref().map_or(0, |h| h.neighbours.len());
+        // Positions are quantized within the view: the zone plus the border band.
+        let (min, max) = cfg.view_bounds();
         let quantizer =
             PositionQuantizer::new(min, max).expect("invariant: the sim validated its bounds");
         Self {
@@ -155,6 +233,14 @@ impl TickLoop {
             },
             last_overrun_warn: None,
             overruns: 0,
+            neighbours: vec![None; n_neighbours],
+            neighbour_gen: vec![0; n_neighbours],
+            outgoing: HashMap::new(),
+            handed: HashMap::new(),
+            incoming: HashMap::new(),
+            ghost_buf: vec![Vec::new(); n_neighbours],
+            serving: true,
+            spawn_rng: Pcg64Mcg::seed_from_u64(seed),
             setup,
         }
     }
@@ -210,10 +296,12 @@ impl TickLoop {
     }
 
     /// One tick. The phases, in order:
-    /// 1. inputs: session changes (joins, leaves, chat) and client inputs and acks, drained
-    ///    without waiting;
+    /// 1. inputs: session changes (joins, leaves, chat), handoff events (transfer results,
+    ///    notices, neighbours, lease), ghost updates, admin questions, and client inputs and
+    ///    acks, all drained without waiting;
     /// 2. sim: one step of the simulation;
-    /// 3. outputs: welcome new clients, score events, flood strikes;
+    /// 3. outputs: welcome new clients, score events, flood strikes, crossings (to the handoff
+    ///    worker), neighbour notices, this tick's ghost batches;
     /// 4. replication: per client, a snapshot delta against its acknowledged baseline;
     /// 5. send: encode each snapshot and hand it to QUIC (non-blocking; oldest dropped when a
     ///    client is slow).
@@ -221,6 +309,8 @@ impl TickLoop {
         let t0 = Instant::now();
         // 1. inputs
         self.drain_sessions();
+        self.drain_handoff();
+        self.answer_admin();
         self.drain_inputs();
         let t1 = Instant::now();
         self.hist.inputs.saturating_record(us_since(t0));
@@ -235,6 +325,8 @@ impl TickLoop {
             hist,
             quantizer,
             bounds,
+            incoming,
+            outgoing,
             ..
         } = self;
         setup.sim.tick(inputs);
@@ -247,43 +339,28 @@ impl TickLoop {
         let view = setup.sim.view();
         let mut kicks: Vec<(ConnId, KickReason, &'static str)> = Vec::new();
         for &(player, entity) in &out.joined {
+            if let Some(arrived) = incoming.get_mut(&player) {
+                // Spawned from a notice: acknowledge it now that the entity exists.
+                if let (Some(id), Some(h)) = (arrived.notice.take(), &setup.handoff) {
+                    let _ = h.commands.try_send(HandoffCommand::AckNotice { id });
+                }
+                continue;
+            }
             let Some(join) = pending.remove(&player) else {
                 // The connection ended before its welcome: remove the entity next tick.
                 inputs.leaves.push(player);
                 continue;
             };
-            let welcome = ShardControlMsg::Welcome(WelcomeMsg {
-                player,
-                entity,
-                shard: setup.shard.clone(),
-                zone: setup.zone.clone(),
-                bounds: *bounds,
-                tick_hz: setup.sim.config().tick_hz,
-                server_tick: tick,
-            });
-            if join.control.try_send(welcome).is_err() {
-                inputs.leaves.push(player);
-                continue;
+            if join.arrival.is_some() {
+                ShardMetrics::inc(&setup.metrics.handoffs_in);
             }
-            let max_datagram = join.connection.max_datagram_size();
-            let slot = ClientSlot {
-                player,
-                connection: join.connection,
-                control: join.control,
-                repl: ClientReplication::new(&setup.replication, *quantizer, entity),
-                input_ack: InputSeq(0),
-                flood_strikes: 0,
-                max_datagram,
-                datagram: ServerDatagramMsg::Snapshot(SnapshotMsg {
-                    tick,
-                    baseline: None,
-                    input_ack: InputSeq(0),
-                    payload: Vec::with_capacity(1500),
-                }),
-            };
-            debug!(%player, entity = entity.0, "welcomed");
-            clients.insert(join.conn, slot);
-            by_player.insert(player, join.conn);
+            if let Some(slot) = welcome(setup, *quantizer, *bounds, tick, player, entity, join.connection, join.control) {
+                debug!(%player, entity = entity.0, "welcomed");
+                clients.insert(join.conn, slot);
+                by_player.insert(player, join.conn);
+            } else {
+                inputs.leaves.push(player);
+            }
         }
         for score in &out.scores {
             if let Some(slot) = by_player.get(&score.player).and_then(|c| clients.get(c)) {
@@ -320,6 +397,32 @@ impl TickLoop {
         for &(player, seq) in &out.input_acks {
             if let Some(slot) = by_player.get(&player).and_then(|c| clients.get_mut(c)) {
                 slot.input_ack = seq;
+            }
+        }
+        if let Some(h) = &setup.handoff {
+            for c in &out.crossings {
+                let state = PlayerState {
+                    pos: c.pos,
+                    vel: c.vel,
+                    score: c.score,
+                    last_input: c.last_input.0,
+                };
+                let sent = h.neighbours.get(usize::from(c.neighbour)).is_some_and(|zone| {
+                    h.commands
+                        .try_send(HandoffCommand::Transfer {
+                            player: c.player,
+                            neighbour: c.neighbour,
+                            to_zone: zone.clone(),
+                            state,
+                        })
+                        .is_ok()
+                });
+                if sent {
+                    outgoing.insert(c.player, Outgoing { left: false });
+                } else {
+                    ShardMetrics::inc(&setup.metrics.handoffs_failed);
+                    inputs.transfer_failed.push(c.player);
+                }
             }
         }
         // 4 + 5. replication and send, timed apart.
@@ -367,9 +470,264 @@ impl TickLoop {
         for (conn, reason, detail) in kicks {
             self.kick(conn, reason, detail);
         }
+        self.publish_border(tick);
         let total = us_since(t0);
         self.hist.total.saturating_record(total);
         self.hist.recent.saturating_record(total);
+    }
+
+    /// Neighbour notices to clients near a border (every few ticks) and this tick's ghost
+    /// batches.
+    fn publish_border(&mut self, tick: meridian_protocol::Tick) {
+        let Some(h) = &self.setup.handoff else {
+            return;
+        };
+        let view = self.setup.sim.view();
+        if tick.0.is_multiple_of(NOTICE_EVERY_TICKS) && self.neighbours.iter().any(Option::is_some) {
+            let reach = h.config.notice_distance;
+            for slot in self.clients.values_mut() {
+                let Some(me) = view.player(slot.player) else {
+                    continue;
+                };
+                let p = view.grid.position(me.index);
+                for (i, owner) in self.neighbours.iter().enumerate() {
+                    let (Some(info), Some(&(min, max))) = (owner, h.neighbour_rects.get(i)) else {
+                        continue;
+                    };
+                    let gen_now = self.neighbour_gen[i];
+                    if slot.notified.get(i) == Some(&gen_now) || distance_to_rect(p, min, max) > reach {
+                        continue;
+                    }
+                    let msg = ShardControlMsg::Neighbour(NeighbourMsg {
+                        zone: info.zone.clone(),
+                        shard: info.shard.clone(),
+                        addr: info.addr.clone(),
+                        cert_sha256: info.cert_sha256,
+                    });
+                    if slot.control.try_send(msg).is_ok()
+                        && let Some(n) = slot.notified.get_mut(i)
+                    {
+                        *n = gen_now;
+                    }
+                }
+            }
+        }
+        if !h.bands.is_empty() {
+            h.bands.collect(view, &mut self.ghost_buf);
+            worker::queue_ghosts(&self.setup.zone, tick, &self.ghost_buf, &h.ghosts_out);
+        }
+    }
+
+    /// Handoff events and ghost updates from the worker.
+    fn drain_handoff(&mut self) {
+        let Some(h) = self.setup.handoff.as_mut() else {
+            return;
+        };
+        while let Ok(batch) = h.ghosts_in.try_recv() {
+            self.inputs.ghosts.extend_from_slice(&batch);
+        }
+        let mut events = Vec::new();
+        while let Ok(ev) = h.events.try_recv() {
+            events.push(ev);
+        }
+        for ev in events {
+            self.on_handoff_event(ev);
+        }
+    }
+
+    fn on_handoff_event(&mut self, ev: HandoffEvent) {
+        match ev {
+            HandoffEvent::Transferred { player, msg, seq } => {
+                let left = self.outgoing.remove(&player).is_some_and(|o| o.left);
+                self.inputs.leaves.push(player);
+                if left {
+                    return;
+                }
+                let Some(conn) = self.by_player.remove(&player) else {
+                    return;
+                };
+                let Some(slot) = self.clients.remove(&conn) else {
+                    return;
+                };
+                debug!(%player, seq, to = %msg.shard, "handed off");
+                let grace = self
+                    .setup
+                    .handoff
+                    .as_ref()
+                    .map_or(crate::handoff::HANDED_OFF_GRACE, |h| h.config.handed_off_grace);
+                if slot.control.try_send(ShardControlMsg::Handoff(msg)).is_err() {
+                    slot.connection
+                        .close(close_code::KICKED.into(), b"handoff could not be sent");
+                    return;
+                }
+                self.handed.insert(
+                    conn,
+                    HandedOff {
+                        player,
+                        connection: slot.connection,
+                        control: slot.control,
+                        deadline: Instant::now() + grace,
+                    },
+                );
+            }
+            HandoffEvent::TransferFailed { player, reason } => {
+                debug!(%player, %reason, "transfer failed; the border holds");
+                match self.outgoing.remove(&player) {
+                    Some(Outgoing { left: true }) => self.release(player),
+                    _ => self.inputs.transfer_failed.push(player),
+                }
+            }
+            HandoffEvent::Notice { id, notice, state } => {
+                let player = notice.player;
+                let here = self.by_player.contains_key(&player)
+                    || self.pending.contains_key(&player)
+                    || self.incoming.contains_key(&player)
+                    || self.setup.sim.view().player(player).is_some();
+                if here || !self.serving {
+                    // Its client arrived first (or this is a repeat): nothing to spawn.
+                    if let Some(h) = &self.setup.handoff {
+                        let _ = h.commands.try_send(HandoffCommand::AckNotice { id });
+                    }
+                    return;
+                }
+                ShardMetrics::inc(&self.setup.metrics.handoffs_in);
+                debug!(%player, seq = notice.seq, from = %notice.from, "arrival by notice");
+                self.incoming.insert(
+                    player,
+                    Incoming {
+                        since: Instant::now(),
+                        notice: Some(id),
+                    },
+                );
+                self.inputs.joins.push(arrival_join(player, &state));
+            }
+            HandoffEvent::Neighbours(owners) => {
+                let open: Vec<bool> = owners.iter().map(Option::is_some).collect();
+                for (i, owner) in owners.into_iter().enumerate() {
+                    if let Some(old) = self.neighbours.get_mut(i)
+                        && *old != owner
+                    {
+                        *old = owner;
+                        self.neighbour_gen[i] = self.neighbour_gen[i].wrapping_add(1).max(1);
+                    }
+                }
+                self.inputs.open_borders = Some(open);
+            }
+            HandoffEvent::LeaseLost { holder } => {
+                warn!(holder = ?holder.as_ref().map(|l| l.owner.to_string()), "zone lease lost: closing every session of the zone");
+                self.serving = false;
+                let conns: Vec<ConnId> = self.clients.keys().copied().collect();
+                for conn in conns {
+                    self.kick(conn, KickReason::ZoneLost, "this shard no longer serves the zone");
+                }
+                for (player, _) in self.incoming.drain() {
+                    self.inputs.leaves.push(player);
+                }
+                self.inputs.open_borders = Some(vec![false; self.neighbours.len()]);
+            }
+            HandoffEvent::LeaseRegained(lease) => {
+                info!(epoch = lease.epoch, "zone lease held again: serving");
+                self.serving = true;
+                let players: Vec<PlayerId> = self
+                    .held_players()
+                    .into_iter()
+                    .map(|h| h.player)
+                    .collect();
+                if let Some(h) = &self.setup.handoff
+                    && !players.is_empty()
+                    && h.commands.try_send(HandoffCommand::Reclaim { players }).is_err()
+                {
+                    warn!("players not reclaimed: handoff worker busy");
+                }
+            }
+        }
+    }
+
+    /// Answers the admin endpoint's questions.
+    fn answer_admin(&mut self) {
+        let Some(rx) = self.setup.admin.as_mut() else {
+            return;
+        };
+        let mut questions = Vec::new();
+        while let Ok(q) = rx.try_recv() {
+            questions.push(q);
+        }
+        for q in questions {
+            match q {
+                AdminQuery::Players(reply) => {
+                    let _ = reply.send(self.held_players());
+                }
+            }
+        }
+    }
+
+    /// Every player this shard holds, in what state (for audits).
+    pub fn held_players(&self) -> Vec<HeldPlayer> {
+        let mut held = Vec::new();
+        for slot in self.clients.values() {
+            let state = if self.outgoing.contains_key(&slot.player) {
+                HeldState::Outgoing
+            } else {
+                HeldState::Active
+            };
+            held.push(HeldPlayer {
+                player: slot.player,
+                state,
+            });
+        }
+        for player in self.pending.keys() {
+            held.push(HeldPlayer {
+                player: *player,
+                state: HeldState::Joining,
+            });
+        }
+        for (player, _) in &self.deferred_joins {
+            held.push(HeldPlayer {
+                player: *player,
+                state: HeldState::Joining,
+            });
+        }
+        for player in self.incoming.keys() {
+            held.push(HeldPlayer {
+                player: *player,
+                state: HeldState::Incoming,
+            });
+        }
+        for (player, o) in &self.outgoing {
+            // Frozen players whose client already left have no slot.
+            if o.left {
+                held.push(HeldPlayer {
+                    player: *player,
+                    state: HeldState::Outgoing,
+                });
+            }
+        }
+        held.sort_by_key(|h| h.player);
+        held.dedup_by_key(|h| h.player);
+        held
+    }
+
+    /// Saves and releases a player that leaves this shard for good (not by handoff), and
+    /// removes its entity.
+    fn release(&mut self, player: PlayerId) {
+        self.inputs.leaves.push(player);
+        let Some(h) = &self.setup.handoff else {
+            return;
+        };
+        let state = self.setup.sim.player_state(player).map(|s| PlayerState {
+            pos: s.pos,
+            vel: s.vel,
+            score: s.score,
+            last_input: s.last_input.0,
+        });
+        if h
+            .commands
+            .try_send(HandoffCommand::Release { player, state })
+            .is_err()
+        {
+            ShardMetrics::inc(&self.setup.metrics.ownership_errors);
+            warn!(%player, "release not queued: handoff worker busy");
+        }
     }
 
     fn drain_sessions(&mut self) {
@@ -384,12 +742,24 @@ impl TickLoop {
                     player,
                     connection,
                     control,
+                    arrival,
                 } => {
                     let join = PendingJoin {
                         conn,
                         connection,
                         control,
+                        arrival,
                     };
+                    if !self.serving {
+                        join.connection
+                            .close(close_code::SHUTDOWN.into(), b"zone not served here now");
+                        continue;
+                    }
+                    if self.incoming.remove(&player).is_some() {
+                        // Its entity came with the notice: attach the client to it.
+                        self.attach(player, join);
+                        continue;
+                    }
                     if let Some(old) = self.by_player.get(&player).copied() {
                         // Same player again: the new connection wins; the old one is kicked and
                         // the new join waits one tick for the old entity to be removed.
@@ -399,22 +769,41 @@ impl TickLoop {
                             "replaced by a newer connection of the same player",
                         );
                         self.deferred_joins.push((player, join));
-                    } else if let Some(prev) = self.pending.insert(player, join) {
-                        prev.connection
-                            .close(close_code::KICKED.into(), b"replaced by a newer connection");
-                    }
-                    if !self.pending.contains_key(&player) {
                         continue;
                     }
-                    self.inputs.joins.push(SimJoin {
-                        player,
-                        spawn: None,
-                        score: 0,
-                    });
+                    self.queue_join(player, join);
                 }
                 SessionEvent::Left { conn } => self.remove_client(conn),
                 SessionEvent::Chat { conn, text } => self.relay_chat(conn, text),
             }
+        }
+    }
+
+    /// A client arrives for an entity that already exists (spawned from a notice).
+    fn attach(&mut self, player: PlayerId, join: PendingJoin) {
+        let tick = self.setup.sim.tick_number();
+        let Some(entity) = self.setup.sim.view().player(player).map(|p| p.entity) else {
+            // Not spawned yet (notice this tick): spawn through the normal path.
+            self.queue_join(player, join);
+            return;
+        };
+        ShardMetrics::inc(&self.setup.metrics.handoffs_in);
+        match welcome(
+            &self.setup,
+            self.quantizer,
+            self.bounds,
+            tick,
+            player,
+            entity,
+            join.connection,
+            join.control,
+        ) {
+            Some(slot) => {
+                debug!(%player, entity = entity.0, "client joined its arrived entity");
+                self.clients.insert(join.conn, slot);
+                self.by_player.insert(player, join.conn);
+            }
+            None => self.release(player),
         }
     }
 
@@ -423,25 +812,62 @@ impl TickLoop {
             self.deferred_joins.push((player, join));
             return;
         }
-        self.pending.insert(player, join);
-        self.inputs.joins.push(SimJoin {
-            player,
-            spawn: None,
-            score: 0,
-        });
+        let sim_join = match &join.arrival {
+            Some(a) => arrival_join(player, &a.state),
+            None => SimJoin {
+                player,
+                spawn: self.spawn_point(),
+                ..SimJoin::default()
+            },
+        };
+        if let Some(prev) = self.pending.insert(player, join) {
+            prev.connection
+                .close(close_code::KICKED.into(), b"replaced by a newer connection");
+            return;
+        }
+        self.inputs.joins.push(sim_join);
+    }
+
+    /// A point near one of the zone's spawn points; `None` (anywhere in the zone) without a
+    /// world map.
+    fn spawn_point(&mut self) -> Option<[f32; 2]> {
+        let h = self.setup.handoff.as_ref()?;
+        if h.spawns.is_empty() {
+            return None;
+        }
+        let base = h.spawns[self.spawn_rng.random_range(0..h.spawns.len())];
+        let cfg = self.setup.sim.config();
+        let (min, max) = (cfg.bounds_min, cfg.bounds_max);
+        Some([0, 1].map(|a| {
+            let j: f32 = self.spawn_rng.random_range(-SPAWN_JITTER..=SPAWN_JITTER);
+            (base[a] + j).clamp(min[a], max[a])
+        }))
     }
 
     fn remove_client(&mut self, conn: ConnId) {
+        if let Some(h) = self.handed.remove(&conn) {
+            debug!(player = %h.player, "handed-off client moved on");
+            return;
+        }
         if let Some(slot) = self.clients.remove(&conn) {
             if self.by_player.get(&slot.player) == Some(&conn) {
                 self.by_player.remove(&slot.player);
             }
-            self.inputs.leaves.push(slot.player);
+            if let Some(o) = self.outgoing.get_mut(&slot.player) {
+                // Mid-transfer: the transfer decides what happens to the entity.
+                o.left = true;
+            } else {
+                self.release(slot.player);
+            }
             debug!(player = %slot.player, "session removed");
         } else {
             // Left before the welcome: forget the pending join (its entity, if spawned this
             // tick, is removed when the join output arrives).
+            let before = self.pending.len();
             self.pending.retain(|_, p| p.conn != conn);
+            if self.pending.len() != before {
+                debug!("pending join dropped");
+            }
             self.deferred_joins.retain(|(_, p)| p.conn != conn);
         }
     }
@@ -516,10 +942,49 @@ impl TickLoop {
     }
 
     /// Once a second: flood strikes halve, datagram sizes are read again.
+    /// Once a second: flood strikes halve, datagram sizes are read again, grace periods of
+    /// handed-off clients and of arrivals without a client run out.
     fn refresh_slots(&mut self) {
         for slot in self.clients.values_mut() {
             slot.flood_strikes /= 2;
             slot.max_datagram = slot.connection.max_datagram_size();
+        }
+        let now = Instant::now();
+        let late: Vec<ConnId> = self
+            .handed
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in late {
+            if let Some(h) = self.handed.remove(&conn) {
+                ShardMetrics::inc(&self.setup.metrics.handoffs_abandoned);
+                info!(player = %h.player, "handed-off client did not move in time; closing");
+                let msg = ShardControlMsg::Kick(KickMsg {
+                    reason: KickReason::HandedOff,
+                    detail: "handed off to another shard; the client did not move".into(),
+                });
+                if h.control.try_send(msg).is_err() {
+                    h.connection
+                        .close(close_code::KICKED.into(), b"handed off");
+                }
+            }
+        }
+        let grace = self
+            .setup
+            .handoff
+            .as_ref()
+            .map_or(crate::handoff::ARRIVAL_GRACE, |h| h.config.arrival_grace);
+        let stale: Vec<PlayerId> = self
+            .incoming
+            .iter()
+            .filter(|(_, i)| now.duration_since(i.since) >= grace)
+            .map(|(p, _)| *p)
+            .collect();
+        for player in stale {
+            self.incoming.remove(&player);
+            info!(%player, "arrived player's client never came; saving and removing it");
+            self.release(player);
         }
     }
 
@@ -547,12 +1012,79 @@ impl TickLoop {
 
     fn shutdown_clients(&mut self) {
         let conns: Vec<ConnId> = self.clients.keys().copied().collect();
+        for player in self.incoming.keys().copied().collect::<Vec<_>>() {
+            self.release(player);
+        }
         for conn in conns {
             self.kick(conn, KickReason::Shutdown, "shard shutting down");
+        }
+        for (_, h) in self.handed.drain() {
+            h.connection
+                .close(close_code::SHUTDOWN.into(), b"shutting down");
         }
         for (_, p) in self.pending.drain() {
             p.connection
                 .close(close_code::SHUTDOWN.into(), b"shutting down");
         }
     }
+}
+
+/// Sends the welcome and builds the client's slot; `None` if the client's queue is gone.
+#[expect(clippy::too_many_arguments, reason = "the pieces of one slot, borrowed apart")]
+fn welcome(
+    setup: &TickSetup,
+    quantizer: PositionQuantizer,
+    bounds: ZoneBoundsMsg,
+    tick: meridian_protocol::Tick,
+    player: PlayerId,
+    entity: meridian_protocol::EntityId,
+    connection: quinn::Connection,
+    control: mpsc::Sender<ShardControlMsg>,
+) -> Option<ClientSlot> {
+    let welcome = ShardControlMsg::Welcome(WelcomeMsg {
+        player,
+        entity,
+        shard: setup.shard.clone(),
+        zone: setup.zone.clone(),
+        bounds,
+        tick_hz: setup.sim.config().tick_hz,
+        server_tick: tick,
+    });
+    control.try_send(welcome).ok()?;
+    let max_datagram = connection.max_datagram_size();
+    let neighbours = setup.handoff.as_ref().map_or(0, |h| h.neighbours.len());
+    Some(ClientSlot {
+        player,
+        connection,
+        control,
+        repl: ClientReplication::new(&setup.replication, quantizer, entity),
+        input_ack: InputSeq(0),
+        flood_strikes: 0,
+        max_datagram,
+        datagram: ServerDatagramMsg::Snapshot(SnapshotMsg {
+            tick,
+            baseline: None,
+            input_ack: InputSeq(0),
+            payload: Vec::with_capacity(1500),
+        }),
+        notified: vec![0; neighbours],
+    })
+}
+
+/// The simulation join of a player arriving with its saved state.
+fn arrival_join(player: PlayerId, state: &PlayerState) -> SimJoin {
+    SimJoin {
+        player,
+        spawn: Some(state.pos),
+        score: state.score,
+        velocity: state.vel,
+        last_input: InputSeq(state.last_input),
+    }
+}
+
+/// Distance from `p` to the rectangle `min`..`max` (0 inside).
+fn distance_to_rect(p: [f32; 2], min: [f32; 2], max: [f32; 2]) -> f32 {
+    let dx = (min[0] - p[0]).max(0.0).max(p[0] - max[0]);
+    let dy = (min[1] - p[1]).max(0.0).max(p[1] - max[1]);
+    (dx * dx + dy * dy).sqrt()
 }

@@ -25,6 +25,9 @@ use meridian_protocol::handshake::{self, HandshakeError, RejectMsg, RejectReason
 use meridian_protocol::quic::close_code;
 use meridian_protocol::stream::{self, StreamReadError};
 use meridian_protocol::ticket::{TicketError, TicketKey, TicketKind};
+use meridian_cluster::Store;
+use meridian_cluster::ownership::{AcceptOutcome, ClaimOutcome, Lease, PlayerState};
+use meridian_cluster::store::StoreHandle;
 use meridian_protocol::{PlayerId, ShardId, Tick};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +53,8 @@ pub enum SessionEvent {
         connection: quinn::Connection,
         /// Reliable events to the client, written in order by the connection task.
         control: mpsc::Sender<ShardControlMsg>,
+        /// Set when the client arrives by handoff: the state the previous shard wrote.
+        arrival: Option<Arrival>,
     },
     /// A chat line from an admitted client.
     Chat {
@@ -63,6 +68,25 @@ pub enum SessionEvent {
         /// The connection.
         conn: ConnId,
     },
+}
+
+/// A player arriving by handoff, accepted in shared state by the connection task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arrival {
+    /// The transfer sequence accepted.
+    pub seq: u64,
+    /// The state the previous owner wrote at the border.
+    pub state: PlayerState,
+}
+
+/// What connection tasks need of shared state: the store and the zone lease their ownership
+/// claims are fenced with.
+#[derive(Clone, Debug)]
+pub struct NetCluster {
+    /// Shared state.
+    pub store: StoreHandle,
+    /// The lease (None while lost: no admission).
+    pub lease: watch::Receiver<Option<Lease>>,
 }
 
 /// Inputs from a client, decoded, for the tick thread. Dropped (and counted) when the queue is
@@ -120,6 +144,9 @@ pub struct NetShared {
     pub tick: Arc<AtomicU64>,
     /// Limits.
     pub limits: NetLimits,
+    /// Shared state, when the shard is part of a multi-zone world: joins claim ownership,
+    /// handoff arrivals accept it. Without it the shard admits join tickets alone.
+    pub cluster: Option<NetCluster>,
 }
 
 /// Milliseconds since the Unix epoch (ticket expiry is wall-clock time shared with the lobby).
@@ -264,8 +291,8 @@ async fn serve_connection(
         r = read_hello(&mut recv, shared, &mut buf) => r,
         _ = &mut deadline => Err(RejectMsg { reason: RejectReason::Malformed, detail: "hello not complete in time".into() }),
     };
-    let player = match hello {
-        Ok(player) => player,
+    let (player, arrival) = match hello {
+        Ok(admitted) => admitted,
         Err(msg) => {
             reject(&conn, &mut send, shared, msg).await;
             return;
@@ -281,6 +308,7 @@ async fn serve_connection(
         player,
         connection: conn.clone(),
         control: control_tx.clone(),
+        arrival,
     };
     if shared.sessions.send(joined).await.is_err() {
         conn.close(close_code::SHUTDOWN.into(), b"shutting down");
@@ -309,12 +337,14 @@ async fn serve_connection(
     info!(reason = ?conn.close_reason(), "session ended");
 }
 
-/// Reads and checks the hello: version, ticket, replay. The error is the refusal to send.
+/// Reads and checks the hello: version, ticket, replay; then, in a multi-zone world, claims
+/// the player's ownership (join ticket) or accepts its transfer (handoff ticket). The error is
+/// the refusal to send.
 async fn read_hello(
     recv: &mut quinn::RecvStream,
     shared: &NetShared,
     buf: &mut Vec<u8>,
-) -> Result<PlayerId, RejectMsg> {
+) -> Result<(PlayerId, Option<Arrival>), RejectMsg> {
     let malformed = |detail: String| {
         ShardMetrics::inc(&shared.metrics.rejected_malformed_frame);
         RejectMsg {
@@ -350,9 +380,14 @@ async fn read_hello(
             detail: e.to_string(),
         }
     };
+    // A join or a handoff ticket; the kind is covered by the signature.
+    let kind = match hello.ticket.claims.kind {
+        TicketKind::Handoff => TicketKind::Handoff,
+        _ => TicketKind::Join,
+    };
     let claims = shared
         .key
-        .verify(&hello.ticket, TicketKind::Join, Some(&shared.shard), now)
+        .verify(&hello.ticket, kind, Some(&shared.shard), now)
         .map_err(bad_ticket)?;
     shared
         .nonces
@@ -360,7 +395,59 @@ async fn read_hello(
         .map_err(|_| malformed("internal: nonce cache poisoned".into()))?
         .use_once(claims.nonce, claims.expires_at_ms, now)
         .map_err(bad_ticket)?;
-    Ok(claims.player)
+    let player = claims.player;
+    let Some(cluster) = &shared.cluster else {
+        if kind == TicketKind::Handoff {
+            ShardMetrics::inc(&shared.metrics.rejected_ticket);
+            return Err(RejectMsg {
+                reason: RejectReason::BadTicket,
+                detail: "this shard serves its zone alone: it takes no handoffs".into(),
+            });
+        }
+        return Ok((player, None));
+    };
+    let unavailable = |detail: String| {
+        ShardMetrics::inc(&shared.metrics.ownership_errors);
+        RejectMsg {
+            reason: RejectReason::Unavailable {
+                retry_after_ms: 1_000,
+            },
+            detail,
+        }
+    };
+    let Some(lease) = cluster.lease.borrow().clone() else {
+        return Err(unavailable(format!(
+            "shard {} does not hold its zone's lease now",
+            shared.shard
+        )));
+    };
+    if kind == TicketKind::Handoff {
+        return match cluster.store.accept_player(player, &lease, None).await {
+            Ok(AcceptOutcome::Accepted {
+                seq,
+                state: Some(state),
+            }) => Ok((player, Some(Arrival { seq, state }))),
+            Ok(AcceptOutcome::Accepted { state: None, .. }) => {
+                Err(unavailable(format!("player {player}: the transfer wrote no state")))
+            }
+            Ok(AcceptOutcome::NotOffered(_)) => {
+                ShardMetrics::inc(&shared.metrics.rejected_ticket);
+                Err(RejectMsg {
+                    reason: RejectReason::BadTicket,
+                    detail: format!("player {player} is not being handed to shard {}", shared.shard),
+                })
+            }
+            Err(e) => Err(unavailable(format!("shared state: {e}"))),
+        };
+    }
+    match cluster.store.claim_player(player, &lease).await {
+        Ok(ClaimOutcome::Claimed { .. }) => Ok((player, None)),
+        Ok(ClaimOutcome::Stale { epoch }) => Err(unavailable(format!(
+            "zone lease epoch {} is older than the player's record ({epoch})",
+            lease.epoch
+        ))),
+        Err(e) => Err(unavailable(format!("shared state: {e}"))),
+    }
 }
 
 /// Writes reliable events in order until the tick thread lets go; after a kick, closes.

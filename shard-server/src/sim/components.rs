@@ -5,9 +5,12 @@
 //! | player | [`Replicated`], [`Position`], [`Velocity`], [`Heading`], [`Player`] |
 //! | NPC    | [`Replicated`], [`Position`], [`Velocity`], [`Heading`], [`Wander`] |
 //! | pickup | [`Replicated`], [`Position`], [`Pickup`]                        |
+//! | ghost  | [`Replicated`], [`Position`], [`Heading`], [`Ghost`]            |
 //!
 //! Pickups never move by themselves, so they carry no velocity: motion systems skip their
-//! table entirely.
+//! table entirely. Ghosts (a neighbour's entities near the border) carry neither velocity nor
+//! player, wander or pickup state, so only the ghost system touches them. A player waiting for
+//! its handoff also carries [`Frozen`].
 
 use bevy_ecs::prelude::*;
 use meridian_protocol::snapshot::EntityKind;
@@ -22,7 +25,8 @@ pub struct Replicated {
     pub kind: EntityKind,
 }
 
-/// Position in the zone, world units; always inside the zone after a tick.
+/// Position, world units; after a tick always inside the view bounds
+/// ([`super::SimConfig::view_bounds`]), and inside the zone for NPCs and pickups.
 #[derive(Component, Clone, Copy, Debug, Default, PartialEq)]
 pub struct Position(pub [f32; 2]);
 
@@ -55,6 +59,25 @@ pub struct Player {
     /// Position of this player in the id-sorted player list (the order of
     /// [`super::view::WorldView::players`]).
     pub rank: u32,
+    /// Borders are walls to this player before this tick (set after a failed transfer).
+    pub walled_until: Tick,
+}
+
+/// A player frozen at a border while the shell transfers it to a neighbour: its inputs are
+/// dropped, it does not move and collects nothing.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frozen {
+    /// The neighbour it is being handed to.
+    pub neighbour: u16,
+}
+
+/// A neighbour's entity shown read-only near the border.
+#[derive(Component, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ghost {
+    /// The neighbour's number.
+    pub source: u16,
+    /// The entity's id on the neighbour.
+    pub remote: EntityId,
 }
 
 /// An NPC's wandering state.

@@ -7,7 +7,8 @@ use super::view::{EntityView, PlayerView, WorldView};
 use bevy_ecs::prelude::*;
 use meridian_protocol::{EntityId, PlayerId};
 
-/// What the view reads of each entity; pickups have no velocity or heading, NPCs no player.
+/// What the view reads of each entity; pickups have no velocity or heading, ghosts no
+/// velocity, NPCs no player.
 type ViewRow = (
     &'static Replicated,
     &'static Position,
@@ -52,6 +53,16 @@ pub(crate) fn rebuild_index(
                     kind: rep.kind,
                     pos: pos.0,
                     vel: vel.0,
+                    heading: heading.0,
+                }));
+            }
+            (None, Some(headings)) => {
+                let rows = reps.iter().zip(positions).zip(headings);
+                out.extend(rows.map(|((rep, pos), heading)| EntityView {
+                    id: rep.id,
+                    kind: rep.kind,
+                    pos: pos.0,
+                    vel: [0.0, 0.0],
                     heading: heading.0,
                 }));
             }

@@ -1,7 +1,7 @@
 //! `apply_inputs`: turns the tick's client inputs into movement intents, in sequence order per
 //! player, dropping repeats and refusing floods.
 
-use super::components::Player;
+use super::components::{Frozen, Player};
 use super::exchange::{InputRejection, RejectedInput};
 use super::resources::{CurrentTick, InputOutcome, InputQueue, PlayerIndex, Rules, TickIo};
 use bevy_ecs::prelude::*;
@@ -14,7 +14,9 @@ use meridian_protocol::quantize::byte_to_angle;
 /// counted `redundant` and dropped (datagrams repeat the last few inputs); a new one takes a
 /// token from the player's bucket (refilled by one a tick, up to `input_burst`) and becomes
 /// the player's intent, or is refused as [`InputRejection::Flood`] when the bucket is empty.
-/// Inputs of players not in the zone are refused as [`InputRejection::UnknownPlayer`].
+/// Inputs of players not in the zone are refused as [`InputRejection::UnknownPlayer`]. Inputs of
+/// frozen players (waiting for their handoff) are dropped without a word: not applied, not
+/// acknowledged, not counted against their bucket.
 ///
 /// Inputs are grouped by player with a counting sort on the players' ranks (linear, unlike a
 /// comparison sort of the whole input, which cost more than the rest of the tick's input
@@ -26,7 +28,7 @@ pub(crate) fn apply_inputs(
     index: Res<PlayerIndex>,
     rules: Res<Rules>,
     tick: Res<CurrentTick>,
-    mut players: Query<&mut Player>,
+    mut players: Query<&mut Player, Without<Frozen>>,
 ) {
     let TickIo { inputs, outputs } = &mut *io;
     let inputs = &mut inputs.inputs;

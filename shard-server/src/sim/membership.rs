@@ -1,12 +1,16 @@
 //! Players entering and leaving the zone: `despawn_leaving_players`, `spawn_joining_players`
 //! and `rank_players`, which renumbers the players' places in the id-sorted list after either.
+//! (`border::release_failed_transfers` runs between the leaves and the joins.)
 
 use super::components::{Heading, Player, Position, Replicated, Velocity};
 use super::resources::{CurrentTick, EntityIds, IndexedPlayer, PlayerIndex, Rules, SimRng, TickIo};
 use bevy_ecs::prelude::*;
 use meridian_protocol::snapshot::EntityKind;
+use meridian_protocol::{InputSeq, Tick};
+use std::f32::consts::TAU;
 
-/// Removes the entities of the players in `leaves` and reports them in `left`.
+/// Removes the entities of the players in `leaves` (frozen at a border or not) and reports them
+/// in `left`.
 pub(crate) fn despawn_leaving_players(
     mut commands: Commands,
     mut io: ResMut<TickIo>,
@@ -22,8 +26,10 @@ pub(crate) fn despawn_leaving_players(
     }
 }
 
-/// Spawns an entity for each player in `joins` (at the requested point or a random one) and
-/// reports it in `joined`.
+/// Spawns an entity for each player in `joins` and reports it in `joined`: at the requested
+/// point (clamped into the view bounds) or a random point of the zone, with the join's score,
+/// velocity (clamped to `max_speed`, which it keeps as its intent until an input arrives) and
+/// newest applied input.
 pub(crate) fn spawn_joining_players(
     mut commands: Commands,
     mut io: ResMut<TickIo>,
@@ -45,9 +51,15 @@ pub(crate) fn spawn_joining_players(
         };
         let pos = match join.spawn {
             Some(p) if p.iter().all(|v| v.is_finite()) => {
-                [0, 1].map(|a| p[a].clamp(rules.min[a], rules.max[a]))
+                [0, 1].map(|a| p[a].clamp(rules.view_min[a], rules.view_max[a]))
             }
             _ => rng.point(rules.min, rules.max),
+        };
+        let velocity = clamp_speed(join.velocity, rules.max_speed);
+        let facing = if velocity == [0.0, 0.0] {
+            0.0
+        } else {
+            velocity[1].atan2(velocity[0]).rem_euclid(TAU)
         };
         let id = ids.allocate();
         let entity = commands
@@ -57,17 +69,18 @@ pub(crate) fn spawn_joining_players(
                     kind: EntityKind::Player,
                 },
                 Position(pos),
-                Velocity::default(),
-                Heading::default(),
+                Velocity(velocity),
+                Heading(facing),
                 Player {
                     id: join.player,
-                    intent: [0.0, 0.0],
-                    facing: 0.0,
-                    last_seq: None,
+                    intent: velocity,
+                    facing,
+                    last_seq: (join.last_input != InputSeq(0)).then_some(join.last_input),
                     tokens: rules.input_burst,
                     refilled: tick.0,
                     score: join.score,
                     rank: 0,
+                    walled_until: Tick(0),
                 },
             ))
             .id();
@@ -98,5 +111,20 @@ pub(crate) fn rank_players(mut index: ResMut<PlayerIndex>, mut players: Query<&m
         if let Ok(mut player) = players.get_mut(entry.entity) {
             player.rank = rank as u32;
         }
+    }
+}
+
+/// `v` with its length at most `max_speed`; zero if not finite.
+fn clamp_speed(v: [f32; 2], max_speed: f32) -> [f32; 2] {
+    if !v.iter().all(|c| c.is_finite()) {
+        return [0.0, 0.0];
+    }
+    // In f64: the length of two huge finite components overflows f32.
+    let speed = f64::from(v[0]).hypot(f64::from(v[1]));
+    if speed > f64::from(max_speed) {
+        let scale = f64::from(max_speed) / speed;
+        v.map(|c| (f64::from(c) * scale) as f32)
+    } else {
+        v
     }
 }

@@ -10,15 +10,23 @@
 //! speed are clamped; inputs are applied in sequence order and rate-limited by a token
 //! bucket), NPCs wander, pickups award score and reappear elsewhere.
 //!
+//! Borders ([`BorderConfig`], optional): a player who walks more than a hysteresis margin past
+//! the zone's edge into an open neighbour is frozen and reported as a [`Crossing`]; the shell
+//! transfers it and then removes it (`leaves`) or gives it back (`transfer_failed`, after which
+//! the borders are walls to it for a while). Closed borders are walls. The neighbours'
+//! entities near the border come in as [`GhostUpdate`]s and are shown read-only. The view and
+//! its grid cover the zone widened by the border band ([`SimConfig::view_bounds`]).
+//!
 //! A tick allocates nothing once its buffers have grown (`tests/sim_alloc.rs` checks it), takes
 //! no locks and does no I/O; `benches/sim.rs` measures it against a bare bevy_ecs query and
 //! prints what each phase costs ([`Sim::tick_observed`] lets the shell time phases too).
 //!
 //! Files: [`config`] (settings and checks), [`exchange`] (tick inputs and outputs),
 //! [`components`], [`schedule`] (the phases of a tick), one file per system group
-//! (`membership`, `input`, `motion`, `pickups`, `index`), [`spatial`] and [`view`] (the
-//! published state).
+//! (`membership`, `input`, `motion`, `border`, `pickups`, `index`), [`spatial`] and [`view`]
+//! (the published state).
 
+mod border;
 pub mod components;
 pub mod config;
 pub mod exchange;
@@ -34,21 +42,27 @@ pub mod view;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_border;
 
-pub use config::{SimConfig, SimConfigError};
-pub use exchange::{InputRejection, RejectedInput, ScoreEvent, SimInputs, SimJoin, SimOutputs};
+pub use config::{BorderConfig, SimConfig, SimConfigError};
+pub use exchange::{
+    Crossing, GhostUpdate, InputRejection, PlayerSnapshot, RejectedInput, ScoreEvent, SimInputs,
+    SimJoin, SimOutputs,
+};
 pub use schedule::TickSystems;
 
 use bevy_ecs::prelude::*;
 use bevy_ecs::system::RunSystemOnce;
-use components::{Heading, Pickup, Position, Replicated, Velocity, Wander};
-use meridian_protocol::Tick;
+use components::{Frozen, Heading, Pickup, Player, Position, Replicated, Velocity, Wander};
 use meridian_protocol::quantize::byte_to_angle;
 use meridian_protocol::snapshot::EntityKind;
+use meridian_protocol::{PlayerId, Tick};
 use rand::SeedableRng;
 use rand_pcg::Pcg64Mcg;
 use resources::{
-    CurrentTick, EntityIds, InputQueue, PickupField, PlayerIndex, Rules, SimRng, TickIo, View,
+    Borders, CurrentTick, EntityIds, Ghosts, IndexedPlayer, InputQueue, PickupField, PlayerIndex,
+    Rules, SimRng, TickIo, View,
 };
 use spatial::SpatialGrid;
 use view::WorldView;
@@ -137,7 +151,7 @@ impl Sim {
         let mut io = TickIo::default();
         // At most one score event per pickup per tick.
         io.outputs.scores.reserve(config.pickups as usize);
-        let mut view = WorldView::new(rules.min, rules.max, config.grid_cell);
+        let mut view = WorldView::new(rules.view_min, rules.view_max, config.grid_cell);
         view.entities
             .reserve(config.npcs as usize + config.pickups as usize);
 
@@ -150,6 +164,8 @@ impl Sim {
         world.insert_resource(io);
         world.insert_resource(View(view));
         world.insert_resource(field);
+        world.insert_resource(Borders::new(config.border.as_ref()));
+        world.insert_resource(Ghosts::default());
 
         let mut schedule = schedule::build_schedule(&TickSystems::ALL);
         schedule
@@ -171,16 +187,25 @@ impl Sim {
     pub fn tick(&mut self, inputs: &mut SimInputs) -> &SimOutputs {
         // The phases of a tick (`TickSystems`, chained in `schedule::build_schedule`):
         // 1. Begin: `begin_tick` advances the tick counter and clears the outputs.
-        // 2. Membership: `despawn_leaving_players`, then `spawn_joining_players`, then
-        //    `rank_players` (leaves before joins: a player who does both gets a new entity).
+        // 2. Membership: `despawn_leaving_players`, then `release_failed_transfers` (frozen
+        //    players back on the zone's edge, walled for `retry_ticks`), then
+        //    `spawn_joining_players`, then `rank_players` (leaves before joins: a player who
+        //    does both gets a new entity).
         // 3. Input: `apply_inputs`, per player in sequence order, repeats dropped, token
-        //    bucket enforced; the newest applied input is the player's intent.
-        // 4. Steer: `steer_players` (velocity toward the intent, accel and speed clamped),
-        //    then `wander_npcs` (NPCs whose turn is due pick a random direction).
-        // 5. Motion: `integrate_motion` (position += velocity · dt; players stop at the zone's
-        //    edge, NPCs bounce).
-        // 6. Pickups: `collect_pickups` (score, then the pickup moves to a random point).
-        // 7. Index: `rebuild_index` (the WorldView: entities, spatial grid, sorted players).
+        //    bucket enforced; the newest applied input is the player's intent. Frozen players'
+        //    inputs are dropped.
+        // 4. Steer: `steer_players` (velocity toward the intent, accel and speed clamped;
+        //    frozen players skipped), then `wander_npcs` (NPCs whose turn is due pick a random
+        //    direction).
+        // 5. Motion: `integrate_motion` (position += velocity · dt; players stop at the view
+        //    bounds' edge, NPCs bounce off the zone's).
+        // 6. Borders: `cross_borders` (applies `open_borders`; players outside the zone are
+        //    walled, or frozen and reported as crossings once past the margin into an open
+        //    neighbour), then `refresh_ghosts` (ghost updates applied, stale ghosts despawned).
+        // 7. Pickups: `collect_pickups` (score, then the pickup moves to a random point;
+        //    frozen players skipped).
+        // 8. Index: `rebuild_index` (the WorldView: entities, ghosts included, spatial grid,
+        //    sorted players).
         self.swap_inputs(inputs);
         self.age_change_ticks();
         self.schedule.run(&mut self.world);
@@ -250,6 +275,41 @@ impl Sim {
     /// The last completed tick (0 before the first).
     pub fn tick_number(&self) -> Tick {
         self.world.resource::<CurrentTick>().0
+    }
+
+    /// The state of `player`, if in the zone (frozen or not).
+    pub fn player_state(&self, player: PlayerId) -> Option<PlayerSnapshot> {
+        let index = self.world.resource::<PlayerIndex>();
+        let at = index.find(player).ok()?;
+        self.snapshot(&index.entries[at])
+    }
+
+    /// Every player in the zone with its state, by player id: for checkpoints and draining.
+    pub fn players(&self) -> impl Iterator<Item = (PlayerId, PlayerSnapshot)> + '_ {
+        let index = self.world.resource::<PlayerIndex>();
+        index
+            .entries
+            .iter()
+            .filter_map(|entry| Some((entry.player, self.snapshot(entry)?)))
+    }
+
+    /// The state of an indexed player's entity.
+    fn snapshot(&self, entry: &IndexedPlayer) -> Option<PlayerSnapshot> {
+        let e = self.world.get_entity(entry.entity).ok()?;
+        let player = e.get::<Player>()?;
+        Some(PlayerSnapshot {
+            entity: entry.id,
+            pos: e.get::<Position>()?.0,
+            vel: e.get::<Velocity>()?.0,
+            score: player.score,
+            last_input: border::last_input(player),
+            frozen: e.contains::<Frozen>(),
+        })
+    }
+
+    /// Ghosts shown now (the neighbours' entities near the border).
+    pub fn ghost_count(&self) -> usize {
+        self.world.resource::<Ghosts>().entries.len()
     }
 
     /// The configuration the simulation was built with.

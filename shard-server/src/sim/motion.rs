@@ -1,12 +1,13 @@
 //! Movement: `steer_players` (velocity toward the intent, acceleration and speed clamped),
 //! `wander_npcs` (a new random direction every 1 to 4 seconds) and `integrate_motion`
-//! (position from velocity; players stop at the zone's edge, NPCs bounce off it).
+//! (position from velocity; players stop at the edge of the view bounds, NPCs bounce off the
+//! zone's edge). Where a player outside the zone may be is `border`'s business.
 //!
 //! The NPC systems walk whole table columns (`contiguous_iter_mut`): tight loops over slices
 //! that the compiler can vectorize, with change ticks written per row only where a row
 //! changes, or for the whole column where all do.
 
-use super::components::{Heading, Player, Position, Velocity, Wander};
+use super::components::{Frozen, Heading, Player, Position, Velocity, Wander};
 use super::resources::{CurrentTick, Rules, SimRng};
 use bevy_ecs::change_detection::{ContiguousComponentTicksMut, ContiguousMut};
 use bevy_ecs::prelude::*;
@@ -35,10 +36,10 @@ impl<'w, T> Rows<'w, T> {
 }
 
 /// Moves each player's velocity toward the velocity its intent asks for, by at most
-/// `max_accel · dt`, and keeps its speed at most `max_speed`.
+/// `max_accel · dt`, and keeps its speed at most `max_speed`. Frozen players keep standing.
 pub(crate) fn steer_players(
     rules: Res<Rules>,
-    mut players: Query<(&Player, &mut Velocity, &mut Heading)>,
+    mut players: Query<(&Player, &mut Velocity, &mut Heading), Without<Frozen>>,
 ) {
     let (max_dv, max_speed) = (rules.max_dv, rules.max_speed);
     for (player, mut vel, mut heading) in &mut players {
@@ -103,20 +104,26 @@ pub(crate) fn wander_npcs(
     }
 }
 
-/// Advances every moving entity by its velocity over one tick and keeps it in the zone: a
-/// player stops at the edge (the velocity component into the edge is dropped), an NPC is
-/// reflected (its velocity component and heading mirrored).
+/// Advances every moving entity by its velocity over one tick and keeps it in bounds: a
+/// player stops at the edge of the view bounds (the zone without borders; the velocity
+/// component into the edge is dropped), an NPC is reflected off the zone's edge (its velocity
+/// component and heading mirrored).
 pub(crate) fn integrate_motion(
     rules: Res<Rules>,
     mut movers: Query<(&mut Position, &mut Velocity, &mut Heading, Has<Wander>)>,
 ) {
-    let (dt, min, max) = (rules.dt, rules.min, rules.max);
-    let inside =
-        |p: [f32; 2]| (p[0] >= min[0]) & (p[0] <= max[0]) & (p[1] >= min[1]) & (p[1] <= max[1]);
+    let dt = rules.dt;
     let tables = movers
         .contiguous_iter_mut()
         .expect("invariant: motion components are table-stored, so the query is dense");
     for (pos, vel, heading, is_npc) in tables {
+        let (min, max) = if is_npc {
+            (rules.min, rules.max)
+        } else {
+            (rules.view_min, rules.view_max)
+        };
+        let inside =
+            |p: [f32; 2]| (p[0] >= min[0]) & (p[0] <= max[0]) & (p[1] >= min[1]) & (p[1] <= max[1]);
         // Every mover's position is written: mark the whole column changed at once.
         let (pos, _) = ContiguousMut::split(pos);
         let (mut vel, mut heading) = (Rows::new(vel), Rows::new(heading));
@@ -177,8 +184,9 @@ fn reflect(p: [f32; 2], v: [f32; 2], min: [f32; 2], max: [f32; 2]) -> ([f32; 2],
     ([px, py], [vx, vy])
 }
 
-/// Clamps a point into the zone and drops the velocity components pointing out of it.
-fn stop(p: [f32; 2], v: [f32; 2], min: [f32; 2], max: [f32; 2]) -> ([f32; 2], [f32; 2]) {
+/// Clamps a point into the rectangle `min..=max` and drops the velocity components pointing
+/// out of it.
+pub(crate) fn stop(p: [f32; 2], v: [f32; 2], min: [f32; 2], max: [f32; 2]) -> ([f32; 2], [f32; 2]) {
     let axis = |a: usize| {
         if p[a] < min[a] {
             (min[a], v[a].max(0.0))

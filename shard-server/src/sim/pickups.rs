@@ -1,20 +1,21 @@
 //! `collect_pickups`: a player within `pickup_radius` of a pickup scores its value, and the
 //! pickup moves to a random point (it keeps its entity id).
 
-use super::components::{Pickup, Player, Position};
+use super::components::{Frozen, Pickup, Player, Position};
 use super::exchange::ScoreEvent;
 use super::resources::{PickupField, Rules, SimRng, TickIo};
 use bevy_ecs::prelude::*;
 
 /// Awards every pickup within reach of a player to that player, once: players are visited in
 /// storage order and a pickup taken this tick is invisible to the players after. Taken
-/// pickups then move to random points, and the pickup grid is rebuilt if any moved.
+/// pickups then move to random points, and the pickup grid is rebuilt if any moved. Frozen
+/// players collect nothing; ghosts are not pickups here, whatever their kind.
 pub(crate) fn collect_pickups(
     rules: Res<Rules>,
     mut rng: ResMut<SimRng>,
     mut field: ResMut<PickupField>,
     mut io: ResMut<TickIo>,
-    mut players: Query<(&mut Player, &Position)>,
+    mut players: Query<(&mut Player, &Position), Without<Frozen>>,
     mut pickups: Query<&mut Position, (With<Pickup>, Without<Player>)>,
 ) {
     let field = &mut *field;

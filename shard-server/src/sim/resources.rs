@@ -2,7 +2,7 @@
 //! derived from the configuration, the entity id counter, the player index, the tick's inputs
 //! and outputs, the view and the pickup index. Every buffer in them is reused from tick to tick.
 
-use super::config::SimConfig;
+use super::config::{BorderConfig, SimConfig};
 use super::exchange::{SimInputs, SimOutputs};
 use super::spatial::SpatialGrid;
 use super::view::WorldView;
@@ -47,6 +47,11 @@ pub(crate) struct Rules {
     pub min: [f32; 2],
     /// Upper corner of the zone.
     pub max: [f32; 2],
+    /// Lower corner of the view bounds (the zone widened by the border band toward the
+    /// neighbours): players and ghosts stay inside them.
+    pub view_min: [f32; 2],
+    /// Upper corner of the view bounds.
+    pub view_max: [f32; 2],
     /// Top player speed, units per second.
     pub max_speed: f32,
     /// Largest change of a player's velocity in one tick, units per second.
@@ -73,10 +78,13 @@ impl Rules {
     /// The rules of a validated configuration.
     pub fn new(cfg: &SimConfig) -> Self {
         let hz = u64::from(cfg.tick_hz.max(1));
+        let (view_min, view_max) = cfg.view_bounds();
         Self {
             dt: cfg.dt(),
             min: cfg.bounds_min,
             max: cfg.bounds_max,
+            view_min,
+            view_max,
             max_speed: cfg.max_speed,
             max_dv: cfg.max_accel * cfg.dt(),
             npc_speed: cfg.npc_speed,
@@ -223,4 +231,83 @@ pub(crate) struct PickupField {
     pub taken: Vec<bool>,
     /// Pickups collected this tick, in order.
     pub collected: Vec<u32>,
+}
+
+/// The zone's borders: the neighbours' rectangles, which of them take players now, and the
+/// rules of crossing. Inactive (no neighbours, nothing crosses) without a border configuration.
+#[derive(Resource, Clone, Debug, Default)]
+pub(crate) struct Borders {
+    /// A border configuration was given: players outside the zone are checked.
+    pub active: bool,
+    /// Rectangle `(min, max)` of each neighbour, by number.
+    pub neighbours: Vec<([f32; 2], [f32; 2])>,
+    /// Whether each neighbour takes players now (same length as `neighbours`).
+    pub open: Vec<bool>,
+    /// Hysteresis margin, world units.
+    pub margin: f32,
+    /// Ticks a ghost lives without an update.
+    pub ghost_ttl: u64,
+    /// Ticks the borders stay walls to a player after a failed transfer.
+    pub retry_ticks: u64,
+}
+
+impl Borders {
+    /// The borders of `border`, all closed.
+    pub fn new(border: Option<&BorderConfig>) -> Self {
+        let Some(b) = border else {
+            return Self::default();
+        };
+        Self {
+            active: true,
+            neighbours: b.neighbours.clone(),
+            open: vec![false; b.neighbours.len()],
+            margin: b.margin,
+            ghost_ttl: u64::from(b.ghost_ttl_ticks),
+            retry_ticks: u64::from(b.retry_ticks),
+        }
+    }
+
+    /// Sets which neighbours are open: entry `i` of `open` for neighbour `i`, missing ones
+    /// closed, extra ones ignored.
+    pub fn set_open(&mut self, open: &[bool]) {
+        for (i, slot) in self.open.iter_mut().enumerate() {
+            *slot = open.get(i).copied().unwrap_or(false);
+        }
+    }
+
+    /// The first neighbour whose rectangle contains `p` (edges included).
+    pub fn neighbour_at(&self, p: [f32; 2]) -> Option<usize> {
+        self.neighbours
+            .iter()
+            .position(|&(min, max)| (0..2).all(|a| min[a] <= p[a] && p[a] <= max[a]))
+    }
+}
+
+/// A ghost shown in the world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GhostEntry {
+    /// The neighbour it comes from.
+    pub source: u16,
+    /// Its id there.
+    pub remote: EntityId,
+    /// Its entity here.
+    pub entity: Entity,
+    /// It is despawned at this tick unless refreshed before.
+    pub expires: Tick,
+}
+
+/// The ghosts, sorted by `(source, remote)`: looked up by binary search, walked in order (so
+/// that expiry is deterministic), no allocation once grown.
+#[derive(Resource, Clone, Debug, Default)]
+pub(crate) struct Ghosts {
+    /// Sorted by `(source, remote)`, no duplicates.
+    pub entries: Vec<GhostEntry>,
+}
+
+impl Ghosts {
+    /// Where the ghost of `(source, remote)` is in `entries` (sorted as [`Ghosts::entries`]),
+    /// or where it would be inserted.
+    pub fn find(entries: &[GhostEntry], source: u16, remote: EntityId) -> Result<usize, usize> {
+        entries.binary_search_by_key(&(source, remote), |g| (g.source, g.remote))
+    }
 }

@@ -2,6 +2,7 @@
 //! with ambiguity detection as an error, so that two systems touching the same data always
 //! run in a defined order.
 
+use super::border::{cross_borders, refresh_ghosts, release_failed_transfers};
 use super::index::rebuild_index;
 use super::input::apply_inputs;
 use super::membership::{despawn_leaving_players, rank_players, spawn_joining_players};
@@ -18,14 +19,17 @@ use meridian_protocol::Tick;
 pub enum TickSystems {
     /// Advance the tick counter, clear the outputs.
     Begin,
-    /// Players leave, then join.
+    /// Players leave, failed transfers are taken back, players join.
     Membership,
     /// Client inputs become intents.
     Input,
     /// Velocities: players steer toward their intent, NPCs pick directions.
     Steer,
-    /// Positions integrate and are kept in the zone.
+    /// Positions integrate and are kept in bounds.
     Motion,
+    /// Players past the zone's edge are walled or frozen and reported as crossings; ghosts
+    /// are refreshed and expire.
+    Borders,
     /// Players collect pickups.
     Pickups,
     /// The view and its spatial index are rebuilt.
@@ -34,12 +38,13 @@ pub enum TickSystems {
 
 impl TickSystems {
     /// Every phase, in order.
-    pub const ALL: [TickSystems; 7] = [
+    pub const ALL: [TickSystems; 8] = [
         TickSystems::Begin,
         TickSystems::Membership,
         TickSystems::Input,
         TickSystems::Steer,
         TickSystems::Motion,
+        TickSystems::Borders,
         TickSystems::Pickups,
         TickSystems::Index,
     ];
@@ -68,6 +73,7 @@ pub(crate) fn build_schedule(phases: &[TickSystems]) -> Schedule {
             TickSystems::Input,
             TickSystems::Steer,
             TickSystems::Motion,
+            TickSystems::Borders,
             TickSystems::Pickups,
             TickSystems::Index,
         )
@@ -77,7 +83,12 @@ pub(crate) fn build_schedule(phases: &[TickSystems]) -> Schedule {
         match phase {
             TickSystems::Begin => schedule.add_systems(begin_tick.in_set(phase)),
             TickSystems::Membership => schedule.add_systems(
-                (despawn_leaving_players, spawn_joining_players, rank_players)
+                (
+                    despawn_leaving_players,
+                    release_failed_transfers,
+                    spawn_joining_players,
+                    rank_players,
+                )
                     .chain()
                     .in_set(phase),
             ),
@@ -86,6 +97,9 @@ pub(crate) fn build_schedule(phases: &[TickSystems]) -> Schedule {
                 schedule.add_systems((steer_players, wander_npcs).chain().in_set(phase))
             }
             TickSystems::Motion => schedule.add_systems(integrate_motion.in_set(phase)),
+            TickSystems::Borders => {
+                schedule.add_systems((cross_borders, refresh_ghosts).chain().in_set(phase))
+            }
             TickSystems::Pickups => schedule.add_systems(collect_pickups.in_set(phase)),
             TickSystems::Index => schedule.add_systems(rebuild_index.in_set(phase)),
         };

@@ -39,6 +39,7 @@ fn join_at(sim: &mut Sim, player: u64, spawn: Option<[f32; 2]>) -> EntityId {
         player: PlayerId(player),
         spawn,
         score: 0,
+        ..SimJoin::default()
     });
     let out = sim.tick(&mut inputs);
     let (_, entity) = *out
@@ -99,12 +100,15 @@ fn schedule_runs_the_documented_phases_in_order_without_ambiguity() {
     let want = vec![
         system_type(schedule::begin_tick),
         system_type(membership::despawn_leaving_players),
+        system_type(border::release_failed_transfers),
         system_type(membership::spawn_joining_players),
         system_type(membership::rank_players),
         system_type(input::apply_inputs),
         system_type(motion::steer_players),
         system_type(motion::wander_npcs),
         system_type(motion::integrate_motion),
+        system_type(border::cross_borders),
+        system_type(border::refresh_ghosts),
         system_type(pickups::collect_pickups),
         system_type(index::rebuild_index),
     ];
@@ -147,6 +151,7 @@ fn scripted_inputs(tick: u64) -> SimInputs {
             player: PlayerId(tick * 7 + 3),
             spawn,
             score: tick,
+            ..SimJoin::default()
         });
     }
     if tick == 100 {
@@ -157,6 +162,7 @@ fn scripted_inputs(tick: u64) -> SimInputs {
             player: PlayerId(3),
             spawn: None,
             score: 0,
+            ..SimJoin::default()
         });
     }
     for p in 0..20u64 {
@@ -467,11 +473,13 @@ fn a_pickup_awards_score_once_and_moves() {
         player: PlayerId(1),
         spawn: Some(target.pos),
         score: 100,
+        ..SimJoin::default()
     });
     inputs.joins.push(SimJoin {
         player: PlayerId(2),
         spawn: Some(target.pos),
         score: 0,
+        ..SimJoin::default()
     });
     let out = sim.tick(&mut inputs).clone();
     assert_eq!(out.scores.len(), 1, "{:?}", out.scores);
@@ -495,6 +503,7 @@ fn a_pickup_awards_score_once_and_moves() {
         player: ev.player,
         spawn: Some(moved.pos),
         score: ev.total,
+        ..SimJoin::default()
     });
     let out = sim.tick(&mut inputs).clone();
     assert_eq!(
@@ -578,6 +587,7 @@ fn joins_and_leaves_update_the_view_and_ids_are_never_reused() {
             player: PlayerId(p),
             spawn: Some([1.0e9, -5.0]),
             score: 0,
+            ..SimJoin::default()
         });
     }
     let out = sim.tick(&mut inputs).clone();
@@ -598,6 +608,7 @@ fn joins_and_leaves_update_the_view_and_ids_are_never_reused() {
         player: PlayerId(30),
         spawn: None,
         score: 0,
+        ..SimJoin::default()
     });
     let out = sim.tick(&mut inputs).clone();
     assert_eq!(out.left, vec![(PlayerId(20), EntityId(first_free + 2))]);
@@ -614,6 +625,7 @@ fn joins_and_leaves_update_the_view_and_ids_are_never_reused() {
         player: PlayerId(20),
         spawn: None,
         score: 0,
+        ..SimJoin::default()
     });
     let out = sim.tick(&mut inputs).clone();
     assert_eq!(
@@ -635,6 +647,7 @@ fn leave_and_join_in_one_tick_respawns() {
         player: PlayerId(5),
         spawn: None,
         score: 0,
+        ..SimJoin::default()
     });
     let out = sim.tick(&mut inputs).clone();
     assert_eq!(out.left, vec![(PlayerId(5), first)]);
@@ -739,6 +752,7 @@ proptest! {
                     player: PlayerId(u64::from(player)),
                     spawn: spawn.map(|(x, y)| [x, y]),
                     score,
+                    ..SimJoin::default()
                 }),
                 Op::Leave { player } => inputs.leaves.push(PlayerId(u64::from(player))),
                 Op::Input { player, seq, heading, throttle } => inputs.inputs.push((

@@ -130,8 +130,14 @@ pub async fn next_kick(
         loop {
             match s.next_event().await {
                 Some(SessionEvent::Kicked(k)) => return Some(k),
-                Some(SessionEvent::Score { .. } | SessionEvent::Chat { .. }) => continue,
-                Some(SessionEvent::Closed(_)) | None => return None,
+                Some(
+                    SessionEvent::Score { .. }
+                    | SessionEvent::Chat { .. }
+                    | SessionEvent::HandedOff { .. },
+                ) => continue,
+                Some(SessionEvent::Closed(_) | SessionEvent::HandoffFailed { .. }) | None => {
+                    return None;
+                }
             }
         }
     })
