@@ -252,8 +252,8 @@ pub struct DevArgs {
     /// TCP address of the admin HTTP endpoint (health, metrics) [default: 127.0.0.1:8080]
     #[arg(long, env = "MERIDIAN_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
-    /// World map (TOML: zones, regions, spawn points); one shard per zone
-    /// [default: the built-in three-zone map, deploy/worlds/dev.toml]
+    /// World map (TOML: zones, regions, spawn points); one shard per zone; none: the built-in
+    /// three-zone map of deploy/worlds/dev.toml [default: none]
     #[arg(long, env = "MERIDIAN_WORLD", value_name = "FILE")]
     pub world: Option<PathBuf>,
 }
@@ -955,6 +955,36 @@ mod tests {
         };
         assert_eq!(args.scenario, Some(Scenario::Geo));
         assert!(try_parse(&["meridian", "bots", "--scenario", "dance"]).is_err());
+    }
+
+    #[test]
+    fn audit_flags_overlay_the_file_and_absent_flags_do_not() {
+        let args = [
+            "meridian",
+            "audit",
+            "--redis",
+            "redis://h",
+            "--settle-ms",
+            "0",
+            "--json",
+        ];
+        let Command::Audit(args) = parse(&args).command else {
+            panic!("audit");
+        };
+        let mut config = AuditConfig {
+            prefix: "file:".into(),
+            ..AuditConfig::default()
+        };
+        args.overlay(&mut config);
+        assert_eq!(
+            (
+                config.redis.as_str(),
+                config.prefix.as_str(),
+                config.settle_ms,
+                config.json
+            ),
+            ("redis://h", "file:", 0, true)
+        );
     }
 
     #[test]

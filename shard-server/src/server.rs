@@ -276,7 +276,17 @@ pub async fn start(
     tuning: ShardTuning,
     registry: Option<Registry>,
 ) -> Result<ShardHandle, ShardError> {
-    start_inner(cfg, tuning, registry, None).await
+    start_inner(cfg, tuning, registry, None, None).await
+}
+
+/// Binds the shard's UDP socket.
+fn bind(cfg: &ShardConfig, tuning: &ShardTuning) -> Result<quic::BoundSocket, ShardError> {
+    quic::bind_udp_socket(cfg.listen, tuning.quic.socket_buffer_bytes).map_err(|source| {
+        ShardError::Bind {
+            addr: cfg.listen,
+            source,
+        }
+    })
 }
 
 /// Starts a shard as part of a multi-zone world: takes its zone's lease (refused if another
@@ -289,7 +299,7 @@ pub async fn start_in_world(
     link: ClusterLink,
 ) -> Result<ShardHandle, ShardError> {
     let registry = link.registry.clone();
-    start_inner(cfg, tuning, Some(registry), Some(link)).await
+    start_inner(cfg, tuning, Some(registry), Some(link), None).await
 }
 
 async fn start_inner(
@@ -297,6 +307,7 @@ async fn start_inner(
     mut tuning: ShardTuning,
     registry: Option<Registry>,
     link: Option<ClusterLink>,
+    socket: Option<quic::BoundSocket>,
 ) -> Result<ShardHandle, ShardError> {
     cfg.validate()?;
     let key = TicketKey::from_hex(
@@ -311,13 +322,10 @@ async fn start_inner(
         _ => CertificateMaterial::generate_dev(&["localhost", shard.as_str()])?,
     };
     let server_config = quic::server_config(&cert, &tuning.quic)?;
-    let bound =
-        quic::bind_udp_socket(cfg.listen, tuning.quic.socket_buffer_bytes).map_err(|source| {
-            ShardError::Bind {
-                addr: cfg.listen,
-                source,
-            }
-        })?;
+    let bound = match socket {
+        Some(bound) => bound,
+        None => bind(cfg, &tuning)?,
+    };
     if bound.recv_buffer < tuning.quic.socket_buffer_bytes {
         warn!(
             granted = bound.recv_buffer,
@@ -587,6 +595,9 @@ pub async fn run(cfg: ShardConfig, shutdown: impl Future<Output = ()>) -> Result
     let mut shutdown = std::pin::pin!(shutdown);
     let handle = match &cfg.redis {
         Some(url) => {
+            // The port first: a taken port is reported at once, not after waiting for Redis.
+            cfg.validate()?;
+            let socket = bind(&cfg, &tuning)?;
             let world = match &cfg.world {
                 Some(path) => WorldMap::load(path)?,
                 None => {
@@ -608,7 +619,8 @@ pub async fn run(cfg: ShardConfig, shutdown: impl Future<Output = ()>) -> Result
                 world: Arc::new(world),
                 handoff: crate::handoff::HandoffConfig::default(),
             };
-            start_in_world(&cfg, tuning, link).await?
+            let registry = link.registry.clone();
+            start_inner(&cfg, tuning, Some(registry), Some(link), Some(socket)).await?
         }
         None => {
             warn!(
