@@ -407,6 +407,10 @@ impl TickLoop {
                     score: c.score,
                     last_input: c.last_input.0,
                 };
+                let control = by_player
+                    .get(&c.player)
+                    .and_then(|conn| clients.get(conn))
+                    .map(|slot| slot.control.clone());
                 let sent = h.neighbours.get(usize::from(c.neighbour)).is_some_and(|zone| {
                     h.commands
                         .try_send(HandoffCommand::Transfer {
@@ -414,6 +418,7 @@ impl TickLoop {
                             neighbour: c.neighbour,
                             to_zone: zone.clone(),
                             state,
+                            control,
                         })
                         .is_ok()
                 });
@@ -537,7 +542,12 @@ impl TickLoop {
 
     fn on_handoff_event(&mut self, ev: HandoffEvent) {
         match ev {
-            HandoffEvent::Transferred { player, msg, seq } => {
+            HandoffEvent::Transferred {
+                player,
+                msg,
+                seq,
+                delivered,
+            } => {
                 let left = self.outgoing.remove(&player).is_some_and(|o| o.left);
                 self.inputs.leaves.push(player);
                 if left {
@@ -555,7 +565,7 @@ impl TickLoop {
                     .handoff
                     .as_ref()
                     .map_or(crate::handoff::HANDED_OFF_GRACE, |h| h.config.handed_off_grace);
-                if slot.control.try_send(ShardControlMsg::Handoff(msg)).is_err() {
+                if !delivered && slot.control.try_send(ShardControlMsg::Handoff(msg)).is_err() {
                     slot.connection
                         .close(close_code::KICKED.into(), b"handoff could not be sent");
                     return;

@@ -33,10 +33,11 @@ pub mod worker;
 
 use meridian_cluster::ownership::{HandoffNotice, Lease, PlayerState};
 use meridian_cluster::world::WorldMap;
-use meridian_protocol::control::HandoffMsg;
+use meridian_protocol::control::{HandoffMsg, ShardControlMsg};
 use meridian_protocol::{PlayerId, ShardId, ZoneId};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Default lease time-to-live: a dead shard's zone is free again this long after its last
 /// renewal.
@@ -115,6 +116,9 @@ pub enum HandoffCommand {
         to_zone: ZoneId,
         /// Its state at the border.
         state: PlayerState,
+        /// The client's reliable event queue: the handoff message goes out the moment ownership
+        /// moves, not at the next tick (the client starts switching up to a tick earlier).
+        control: Option<mpsc::Sender<ShardControlMsg>>,
     },
     /// The player left this shard for good: clear its owner, saving its state.
     Release {
@@ -147,6 +151,8 @@ pub enum HandoffEvent {
         msg: HandoffMsg,
         /// The transfer sequence.
         seq: u64,
+        /// The message was already queued to the client by the worker.
+        delivered: bool,
     },
     /// The transfer did not happen; nothing was written. The player is unfrozen.
     TransferFailed {

@@ -22,7 +22,7 @@ use meridian_cluster::ownership::{
     TransferOutcome,
 };
 use meridian_cluster::store::StoreHandle;
-use meridian_protocol::control::HandoffMsg;
+use meridian_protocol::control::{HandoffMsg, ShardControlMsg};
 use meridian_protocol::ticket::{TicketClaims, TicketKey, TicketKind, random_nonce};
 use meridian_protocol::{PlayerId, ShardId, Tick, ZoneId};
 use std::sync::{Arc, Mutex};
@@ -160,6 +160,7 @@ async fn run_commands(
                 neighbour,
                 to_zone,
                 state,
+                control,
             } => {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     fail(&shared, player, "too many transfers in flight".into()).await;
@@ -168,7 +169,7 @@ async fn run_commands(
                 let shared = shared.clone();
                 tokio::spawn(
                     async move {
-                        transfer(&shared, player, neighbour, to_zone, state).await;
+                        transfer(&shared, player, neighbour, to_zone, state, control).await;
                         drop(permit);
                     }
                     .in_current_span(),
@@ -219,6 +220,7 @@ async fn transfer(
     neighbour: u16,
     to_zone: ZoneId,
     state: PlayerState,
+    control: Option<mpsc::Sender<ShardControlMsg>>,
 ) {
     let Some(lease) = shared.lease() else {
         return fail(shared, player, "this shard holds no lease on its zone".into()).await;
@@ -274,9 +276,17 @@ async fn transfer(
             addr: target.addr.clone(),
             cert_sha256: target.cert_sha256,
         };
+        let delivered = control.is_some_and(|c| {
+            c.try_send(ShardControlMsg::Handoff(msg.clone())).is_ok()
+        });
         let _ = shared
             .events
-            .send(HandoffEvent::Transferred { player, msg, seq })
+            .send(HandoffEvent::Transferred {
+                player,
+                msg,
+                seq,
+                delivered,
+            })
             .await;
         let notice = HandoffNotice {
             player,
