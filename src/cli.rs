@@ -464,13 +464,17 @@ pub struct ShardArgs {
     #[arg(long, env = "MERIDIAN_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
     /// World map (TOML: zones, regions, spawn points); with --redis the shard hands players
-    /// to its neighbours across borders [default: none: the zone is a world of its own]
+    /// to its neighbours across borders; none: the zone is a world of its own [default: none]
     #[arg(long, env = "MERIDIAN_WORLD", value_name = "FILE")]
     pub world: Option<PathBuf>,
     /// Datacenter region this shard runs in, as named in the world map and latency matrices
     /// [default: local]
     #[arg(long, env = "MERIDIAN_REGION", value_name = "NAME")]
     pub region: Option<String>,
+    /// Clients closer than this to a border (world units) are told of the neighbour's shard so
+    /// that they connect to it before they cross [default: 120]
+    #[arg(long, env = "MERIDIAN_BORDER_NOTICE", value_name = "UNITS")]
+    pub border_notice: Option<u32>,
 }
 
 impl RoleArgs for ShardArgs {
@@ -501,6 +505,7 @@ impl RoleArgs for ShardArgs {
             admin_listen,
             world,
             region,
+            border_notice,
         } = self;
         set(&mut c.id, id);
         set(&mut c.zone, zone);
@@ -520,6 +525,7 @@ impl RoleArgs for ShardArgs {
         set_some(&mut c.admin_listen, admin_listen);
         set_some(&mut c.world, world);
         set(&mut c.region, region);
+        set(&mut c.border_notice, border_notice);
     }
 }
 

@@ -22,6 +22,7 @@ use meridian_shard::server::{self as shard, ShardHandle, ShardTuning};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::info;
@@ -189,8 +190,14 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(audit) = audit {
         let audit = audit?;
         println!(
-            "audit: players {}, owned once {}, orphaned {}, duplicated {}, stale epoch {}",
-            audit.players, audit.owned_once, audit.orphaned, audit.duplicated, audit.stale_epoch
+            "audit: players {}, owned once {}, orphaned {}, duplicated {}, stale epoch {} \
+             (in flight in both passes, not judged: {})",
+            audit.players,
+            audit.owned_once,
+            audit.orphaned,
+            audit.duplicated,
+            audit.stale_epoch,
+            audit.settling
         );
         for v in audit.violations.iter().take(20) {
             println!("  {:?} player {}: {}", v.kind, v.player, v.detail);
@@ -209,14 +216,19 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         s.shutdown().await;
     }
     println!(
-        "joined {}/{}, join p99 {:.1} ms, snapshots/s mean {:.1}, disconnects {}, routing {}/{}",
+        "joined {}/{}, join p99 {:.1} ms, snapshots/s mean {:.1}, disconnects {}, routing {}/{}, \
+         handoffs {} (failed {}, blackout p50 {:.1} ms p99 {:.1} ms)",
         report.joined,
         report.bots,
         report.join_ms.p99,
         report.snapshots_per_s.mean,
         report.disconnects,
         report.routing.optimal,
-        report.routing.total
+        report.routing.total,
+        report.handoffs.count,
+        report.handoffs.failed,
+        report.handoffs.ms_p50,
+        report.handoffs.ms_p99
     );
     if let Some(path) = &cfg.report {
         write_report(path, &report)?;
@@ -251,6 +263,7 @@ async fn wait_for_registry(registry: &Registry, n: usize) {
 
 fn shard_report(s: &ShardHandle) -> ShardReport {
     let st = s.status();
+    let m = s.metrics();
     ShardReport {
         id: s.shard.to_string(),
         zone: s.zone.to_string(),
@@ -260,6 +273,9 @@ fn shard_report(s: &ShardHandle) -> ShardReport {
         tick_ms_p99: st.total.p99_ms,
         tick_ms_max: st.total.max_ms,
         overruns: st.overruns,
+        handoffs_out: m.handoffs_out.load(Ordering::Relaxed),
+        handoffs_in: m.handoffs_in.load(Ordering::Relaxed),
+        handoffs_failed: m.handoffs_failed.load(Ordering::Relaxed),
     }
 }
 
@@ -268,14 +284,23 @@ fn status_line(shards: &[ShardHandle], p: &BotsProgress) -> String {
         .iter()
         .map(|s| {
             let st = s.status();
-            format!("{} {}p p99 {:.2}ms", s.zone, st.players, st.recent.p99_ms)
+            let m = s.metrics();
+            format!(
+                "{} {}p p99 {:.2}ms out {} in {}",
+                s.zone,
+                st.players,
+                st.recent.p99_ms,
+                m.handoffs_out.load(Ordering::Relaxed),
+                m.handoffs_in.load(Ordering::Relaxed)
+            )
         })
         .collect();
     format!(
-        "{} | bots started {} playing {} join failures {} disconnects {}",
+        "{} | bots started {} playing {} handoffs {} join failures {} disconnects {}",
         per_shard.join(" | "),
         p.started,
         p.playing,
+        p.handoffs,
         p.join_failures,
         p.disconnects
     )

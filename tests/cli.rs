@@ -725,3 +725,50 @@ fn audit_reads_its_file_and_environment() {
     let out = meridian_run(&["audit", "--config", path_str(&path)]);
     out.assert_config_error(&[path_str(&path), "settle", "settle_ms"]);
 }
+
+/// A bad world map stops `meridian shard` and `meridian dev` before anything is served, with
+/// one line naming the file, the zone and what is wrong.
+#[test]
+fn bad_world_map_is_refused_naming_the_file_and_zone() {
+    let (_dir, path) = config_file(
+        "name = \"x\"\nregions = [\"r\"]\n[[zone]]\nname = \"a\"\nbounds = [0, 0, 100, 100]\n\
+         region = \"nowhere\"\nspawn = [[5, 5]]\n",
+    );
+    let shard = meridian_run(&[
+        "shard",
+        "--ticket-key",
+        KEY,
+        "--dev-cert",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--listen",
+        "127.0.0.1:0",
+        "--zone",
+        "a",
+        "--world",
+        path_str(&path),
+    ]);
+    let dev = meridian_run(&["dev", "--world", path_str(&path), "--duration", "1"]);
+    for out in [shard, dev] {
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let line = out.error_line();
+        assert!(
+            line.starts_with("error: ")
+                && line.contains(path_str(&path))
+                && line.contains("zone `a`")
+                && line.contains("nowhere"),
+            "{}",
+            out.stderr
+        );
+    }
+    // Without shared state there is nobody to hand players to: refused as a setting.
+    meridian_run(&[
+        "shard",
+        "--ticket-key",
+        KEY,
+        "--dev-cert",
+        "--world",
+        path_str(&path),
+    ])
+    .assert_config_error(&["--world needs --redis"]);
+}

@@ -167,6 +167,15 @@ pub struct ShardReport {
     pub tick_ms_max: f64,
     /// Ticks longer than the tick interval.
     pub overruns: u64,
+    /// Players this shard handed to a neighbour.
+    #[serde(default)]
+    pub handoffs_out: u64,
+    /// Players it took over from a neighbour.
+    #[serde(default)]
+    pub handoffs_in: u64,
+    /// Transfers that did not go through (the border held; retried later).
+    #[serde(default)]
+    pub handoffs_failed: u64,
 }
 
 /// Percentile `q` (0..=1) of `values` by nearest rank; 0 when empty.

@@ -64,6 +64,9 @@ pub struct ShardConfig {
     /// Datacenter region this shard runs in, as named in the world map and latency matrices
     /// (published in the registry for routing).
     pub region: String,
+    /// Clients closer than this to a border (world units) are told of the neighbour's shard so
+    /// that they connect to it before they cross.
+    pub border_notice: u32,
 }
 
 impl Default for ShardConfig {
@@ -87,6 +90,7 @@ impl Default for ShardConfig {
             admin_listen: None,
             world: None,
             region: "local".to_owned(),
+            border_notice: 120,
         }
     }
 }
@@ -114,6 +118,7 @@ impl fmt::Debug for ShardConfig {
             admin_listen,
             world,
             region,
+            border_notice,
         } = self;
         f.debug_struct("ShardConfig")
             .field("id", id)
@@ -134,9 +139,13 @@ impl fmt::Debug for ShardConfig {
             .field("admin_listen", admin_listen)
             .field("world", world)
             .field("region", region)
+            .field("border_notice", border_notice)
             .finish()
     }
 }
+
+/// Largest accepted [`ShardConfig::border_notice`], world units.
+pub const MAX_BORDER_NOTICE: u32 = 100_000;
 
 /// The rectangle of world space a zone covers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -150,6 +159,23 @@ pub struct ZoneBounds {
 /// Why a [`ShardConfig`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// A world map was given without shared state: handoff needs Redis.
+    #[error("--world needs --redis: shards hand players to each other through shared state")]
+    WorldWithoutRedis,
+    /// The region is empty or holds whitespace or control characters.
+    #[error("invalid region `{region}`: 1 to 64 characters, no whitespace")]
+    BadRegion {
+        /// The region given.
+        region: String,
+    },
+    /// The border notice distance is out of range.
+    #[error("border_notice {value} is out of range 0..={max} world units")]
+    BorderNotice {
+        /// The value given.
+        value: u32,
+        /// The largest accepted.
+        max: u32,
+    },
     /// The shard id is not a valid name.
     #[error("invalid shard id: {source}")]
     BadId {
@@ -255,6 +281,26 @@ impl ShardConfig {
         parse_zone_bounds(&self.zone_bounds)?;
         check_tick_hz(self.tick_hz)?;
         check_npcs(self.npcs)?;
+        if self.world.is_some() && self.redis.is_none() {
+            return Err(ConfigError::WorldWithoutRedis);
+        }
+        if self.region.is_empty()
+            || self.region.len() > 64
+            || self
+                .region
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ConfigError::BadRegion {
+                region: self.region.clone(),
+            });
+        }
+        if self.border_notice > MAX_BORDER_NOTICE {
+            return Err(ConfigError::BorderNotice {
+                value: self.border_notice,
+                max: MAX_BORDER_NOTICE,
+            });
+        }
         if let Some(addr) = self.public_addr
             && (addr.ip().is_unspecified() || addr.port() == 0)
         {
@@ -341,6 +387,41 @@ mod tests {
             cfg.validate(),
             Err(ConfigError::Server(ServerConfigError::BadTicketKey { .. }))
         ));
+    }
+
+    #[test]
+    fn world_region_and_border_notice_are_checked() {
+        let world_alone = ShardConfig {
+            world: Some("world.toml".into()),
+            ..valid()
+        };
+        assert_eq!(world_alone.validate(), Err(ConfigError::WorldWithoutRedis));
+        let with_redis = ShardConfig {
+            redis: Some("redis://127.0.0.1:6380".into()),
+            ..world_alone
+        };
+        assert_eq!(with_redis.validate(), Ok(()));
+        for bad in ["", "two words", "tab\there"] {
+            let cfg = ShardConfig {
+                region: bad.into(),
+                ..valid()
+            };
+            assert_eq!(
+                cfg.validate(),
+                Err(ConfigError::BadRegion { region: bad.into() })
+            );
+        }
+        let far = ShardConfig {
+            border_notice: MAX_BORDER_NOTICE + 1,
+            ..valid()
+        };
+        assert_eq!(
+            far.validate(),
+            Err(ConfigError::BorderNotice {
+                value: MAX_BORDER_NOTICE + 1,
+                max: MAX_BORDER_NOTICE
+            })
+        );
     }
 
     #[test]

@@ -13,9 +13,9 @@ use crate::sim::{BorderConfig, Sim, SimConfig, SimConfigError};
 use crate::tick::{TickHandoff, TickLoop, TickSetup};
 use meridian_cluster::Store;
 use meridian_cluster::ownership::{AcquireOutcome, Lease};
-use meridian_cluster::world::WorldMap;
 use meridian_cluster::registry::{Registry, RegistryConfig};
 use meridian_cluster::store::{ShardRecord, StoreConfig, StoreHandle};
+use meridian_cluster::world::WorldMap;
 use meridian_protocol::quic::{self, CertSha256, CertificateMaterial, QuicConfig, QuicSetupError};
 use meridian_protocol::ticket::{TicketKey, TicketKeyError, to_hex};
 use meridian_protocol::{ShardId, ZoneId};
@@ -75,7 +75,9 @@ pub enum ShardError {
         zones: String,
     },
     /// Another live shard holds the zone's lease.
-    #[error("zone `{zone}` is served by shard `{holder}` (lease epoch {epoch}); start this shard for another zone or stop that one")]
+    #[error(
+        "zone `{zone}` is served by shard `{holder}` (lease epoch {epoch}); start this shard for another zone or stop that one"
+    )]
     ZoneHeld {
         /// The zone.
         zone: ZoneId,
@@ -617,7 +619,10 @@ pub async fn run(cfg: ShardConfig, shutdown: impl Future<Output = ()>) -> Result
             let link = ClusterLink {
                 registry,
                 world: Arc::new(world),
-                handoff: crate::handoff::HandoffConfig::default(),
+                handoff: crate::handoff::HandoffConfig {
+                    notice_distance: cfg.border_notice as f32,
+                    ..crate::handoff::HandoffConfig::default()
+                },
             };
             let registry = link.registry.clone();
             start_inner(&cfg, tuning, Some(registry), Some(link), Some(socket)).await?

@@ -11,10 +11,10 @@ use crate::metrics::{PhaseTimes, ShardMetrics, TickStatus};
 use crate::net::{Arrival, ConnId, InputEvent, SessionEvent};
 use crate::replication::{ClientReplication, ReplicationConfig};
 use crate::sim::{GhostUpdate, InputRejection, Sim, SimInputs, SimJoin};
-use meridian_cluster::audit::{HeldPlayer, HeldState};
-use meridian_cluster::ownership::PlayerState;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use meridian_cluster::audit::{HeldPlayer, HeldState};
+use meridian_cluster::ownership::PlayerState;
 use meridian_protocol::codec;
 use meridian_protocol::control::{
     ChatMsg, KickMsg, KickReason, NeighbourMsg, ScoreMsg, ShardControlMsg, WelcomeMsg,
@@ -354,7 +354,16 @@ impl TickLoop {
             if join.arrival.is_some() {
                 ShardMetrics::inc(&setup.metrics.handoffs_in);
             }
-            if let Some(slot) = welcome(setup, *quantizer, *bounds, tick, player, entity, join.connection, join.control) {
+            if let Some(slot) = welcome(
+                setup,
+                *quantizer,
+                *bounds,
+                tick,
+                player,
+                entity,
+                join.connection,
+                join.control,
+            ) {
                 debug!(%player, entity = entity.0, "welcomed");
                 clients.insert(join.conn, slot);
                 by_player.insert(player, join.conn);
@@ -411,17 +420,20 @@ impl TickLoop {
                     .get(&c.player)
                     .and_then(|conn| clients.get(conn))
                     .map(|slot| slot.control.clone());
-                let sent = h.neighbours.get(usize::from(c.neighbour)).is_some_and(|zone| {
-                    h.commands
-                        .try_send(HandoffCommand::Transfer {
-                            player: c.player,
-                            neighbour: c.neighbour,
-                            to_zone: zone.clone(),
-                            state,
-                            control,
-                        })
-                        .is_ok()
-                });
+                let sent = h
+                    .neighbours
+                    .get(usize::from(c.neighbour))
+                    .is_some_and(|zone| {
+                        h.commands
+                            .try_send(HandoffCommand::Transfer {
+                                player: c.player,
+                                neighbour: c.neighbour,
+                                to_zone: zone.clone(),
+                                state,
+                                control,
+                            })
+                            .is_ok()
+                    });
                 if sent {
                     outgoing.insert(c.player, Outgoing { left: false });
                 } else {
@@ -488,7 +500,8 @@ impl TickLoop {
             return;
         };
         let view = self.setup.sim.view();
-        if tick.0.is_multiple_of(NOTICE_EVERY_TICKS) && self.neighbours.iter().any(Option::is_some) {
+        if tick.0.is_multiple_of(NOTICE_EVERY_TICKS) && self.neighbours.iter().any(Option::is_some)
+        {
             let reach = h.config.notice_distance;
             for slot in self.clients.values_mut() {
                 let Some(me) = view.player(slot.player) else {
@@ -500,7 +513,9 @@ impl TickLoop {
                         continue;
                     };
                     let gen_now = self.neighbour_gen[i];
-                    if slot.notified.get(i) == Some(&gen_now) || distance_to_rect(p, min, max) > reach {
+                    if slot.notified.get(i) == Some(&gen_now)
+                        || distance_to_rect(p, min, max) > reach
+                    {
                         continue;
                     }
                     let msg = ShardControlMsg::Neighbour(NeighbourMsg {
@@ -564,8 +579,15 @@ impl TickLoop {
                     .setup
                     .handoff
                     .as_ref()
-                    .map_or(crate::handoff::HANDED_OFF_GRACE, |h| h.config.handed_off_grace);
-                if !delivered && slot.control.try_send(ShardControlMsg::Handoff(msg)).is_err() {
+                    .map_or(crate::handoff::HANDED_OFF_GRACE, |h| {
+                        h.config.handed_off_grace
+                    });
+                if !delivered
+                    && slot
+                        .control
+                        .try_send(ShardControlMsg::Handoff(msg))
+                        .is_err()
+                {
                     slot.connection
                         .close(close_code::KICKED.into(), b"handoff could not be sent");
                     return;
@@ -628,7 +650,11 @@ impl TickLoop {
                 self.serving = false;
                 let conns: Vec<ConnId> = self.clients.keys().copied().collect();
                 for conn in conns {
-                    self.kick(conn, KickReason::ZoneLost, "this shard no longer serves the zone");
+                    self.kick(
+                        conn,
+                        KickReason::ZoneLost,
+                        "this shard no longer serves the zone",
+                    );
                 }
                 for (player, _) in self.incoming.drain() {
                     self.inputs.leaves.push(player);
@@ -638,14 +664,13 @@ impl TickLoop {
             HandoffEvent::LeaseRegained(lease) => {
                 info!(epoch = lease.epoch, "zone lease held again: serving");
                 self.serving = true;
-                let players: Vec<PlayerId> = self
-                    .held_players()
-                    .into_iter()
-                    .map(|h| h.player)
-                    .collect();
+                let players: Vec<PlayerId> =
+                    self.held_players().into_iter().map(|h| h.player).collect();
                 if let Some(h) = &self.setup.handoff
                     && !players.is_empty()
-                    && h.commands.try_send(HandoffCommand::Reclaim { players }).is_err()
+                    && h.commands
+                        .try_send(HandoffCommand::Reclaim { players })
+                        .is_err()
                 {
                     warn!("players not reclaimed: handoff worker busy");
                 }
@@ -730,8 +755,7 @@ impl TickLoop {
             score: s.score,
             last_input: s.last_input.0,
         });
-        if h
-            .commands
+        if h.commands
             .try_send(HandoffCommand::Release { player, state })
             .is_err()
         {
@@ -975,8 +999,7 @@ impl TickLoop {
                     detail: "handed off to another shard; the client did not move".into(),
                 });
                 if h.control.try_send(msg).is_err() {
-                    h.connection
-                        .close(close_code::KICKED.into(), b"handed off");
+                    h.connection.close(close_code::KICKED.into(), b"handed off");
                 }
             }
         }
@@ -1040,7 +1063,10 @@ impl TickLoop {
 }
 
 /// Sends the welcome and builds the client's slot; `None` if the client's queue is gone.
-#[expect(clippy::too_many_arguments, reason = "the pieces of one slot, borrowed apart")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pieces of one slot, borrowed apart"
+)]
 fn welcome(
     setup: &TickSetup,
     quantizer: PositionQuantizer,

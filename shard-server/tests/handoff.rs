@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use meridian_client::session::{SessionError, SessionEvent, ShardSession};
-use meridian_cluster::audit::HeldState;
 use meridian_cluster::Store;
+use meridian_cluster::audit::HeldState;
 use meridian_cluster::ownership::{HandoffNotice, PlayerState, TransferOutcome};
 use meridian_cluster::registry::{Registry, RegistryConfig};
 use meridian_cluster::store::{StoreConfig, StoreHandle};
@@ -59,11 +59,7 @@ fn handoff_config() -> HandoffConfig {
     }
 }
 
-async fn start_in(
-    registry: &Registry,
-    world: &Arc<WorldMap>,
-    zone: &str,
-) -> ShardHandle {
+async fn start_in(registry: &Registry, world: &Arc<WorldMap>, zone: &str) -> ShardHandle {
     let cfg = ShardConfig {
         id: format!("shard-{zone}"),
         zone: zone.into(),
@@ -168,7 +164,10 @@ async fn player_walks_across_and_back() {
     assert!(east, "the session moved to shard b (at {:?})", pos(&s));
     let stats = s.stats();
     assert_eq!(stats.handoffs, 1);
-    assert!(stats.warm_connections >= 1, "b was connected to before the handoff");
+    assert!(
+        stats.warm_connections >= 1,
+        "b was connected to before the handoff"
+    );
     // Snapshots from b show the player just past the border.
     let arrived = walk(&mut s, 0.0, Duration::from_secs(5), |s| {
         pos(s).is_some_and(|p| p[0] > 200.0)
@@ -183,13 +182,20 @@ async fn player_walks_across_and_back() {
         .expect("record");
     assert_eq!(rec.owner, Some(p.b.shard.clone()));
     assert_eq!(rec.zone, Some(p.b.zone.clone()));
-    assert_eq!(rec.epoch, p.b.lease().expect("lease").epoch, "b accepted the transfer");
+    assert_eq!(
+        rec.epoch,
+        p.b.lease().expect("lease").epoch,
+        "b accepted the transfer"
+    );
     assert_eq!(held(&p.b, player).await, Some(HeldState::Active));
     assert_eq!(held(&p.a, player).await, None, "a let the player go");
 
     let mut handed = false;
     while let Some(ev) = s.try_event() {
-        if let SessionEvent::HandedOff { from, to, blackout, .. } = ev {
+        if let SessionEvent::HandedOff {
+            from, to, blackout, ..
+        } = ev
+        {
             assert_eq!((from, to), (p.a.shard.clone(), p.b.shard.clone()));
             assert!(blackout < Duration::from_secs(2), "blackout {blackout:?}");
             handed = true;
@@ -209,7 +215,11 @@ async fn player_walks_across_and_back() {
         .expect("read")
         .expect("record");
     assert_eq!(rec.owner, Some(p.a.shard.clone()));
-    assert!(rec.seq >= 3, "join, transfer, transfer back: seq {}", rec.seq);
+    assert!(
+        rec.seq >= 3,
+        "join, transfer, transfer back: seq {}",
+        rec.seq
+    );
     s.leave().await;
     // Leaving releases ownership (state kept).
     let released = wait_until(Duration::from_secs(5), || true).await;
@@ -238,9 +248,8 @@ async fn handoff_tickets_are_checked() {
     let p = pair().await;
     let ep = endpoint();
     let quic = QuicConfig::default();
-    let connect = |ticket| {
-        ShardSession::connect(&ep, p.b.local_addr, p.b.cert_sha256, ticket, &quic)
-    };
+    let connect =
+        |ticket| ShardSession::connect(&ep, p.b.local_addr, p.b.cert_sha256, ticket, &quic);
     // Forged: signed with another key.
     let forged = ticket(
         &meridian_protocol::ticket::TicketKey::generate(),
@@ -255,17 +264,30 @@ async fn handoff_tickets_are_checked() {
         other => panic!("forged ticket admitted: {:?}", other.map(|s| s.welcome())),
     }
     // Genuine signature, but nobody handed player 8 to b.
-    let unoffered = ticket(&key(), TicketKind::Handoff, &p.b.shard, &p.b.zone, 8, now_ms() + 10_000);
+    let unoffered = ticket(
+        &key(),
+        TicketKind::Handoff,
+        &p.b.shard,
+        &p.b.zone,
+        8,
+        now_ms() + 10_000,
+    );
     match connect(unoffered).await {
         Err(SessionError::Rejected(r)) => {
             assert_eq!(r.reason, RejectReason::BadTicket);
             assert!(r.detail.contains("not being handed"), "{}", r.detail);
         }
-        other => panic!("unoffered handoff admitted: {:?}", other.map(|s| s.welcome())),
+        other => panic!(
+            "unoffered handoff admitted: {:?}",
+            other.map(|s| s.welcome())
+        ),
     }
     // A real transfer of player 9 from a to b, done on the store as a would.
     let lease_a = p.a.lease().expect("a's lease");
-    p.store.claim_player(PlayerId(9), &lease_a).await.expect("claim");
+    p.store
+        .claim_player(PlayerId(9), &lease_a)
+        .await
+        .expect("claim");
     let state = PlayerState {
         pos: [203.0, 50.0],
         vel: [8.0, 0.0],
@@ -278,14 +300,27 @@ async fn handoff_tickets_are_checked() {
         .await
         .expect("transfer");
     assert!(matches!(moved, TransferOutcome::Transferred { .. }));
-    let real = ticket(&key(), TicketKind::Handoff, &p.b.shard, &p.b.zone, 9, now_ms() + 10_000);
-    let s = connect(real.clone()).await.expect("the handed player is admitted");
+    let real = ticket(
+        &key(),
+        TicketKind::Handoff,
+        &p.b.shard,
+        &p.b.zone,
+        9,
+        now_ms() + 10_000,
+    );
+    let s = connect(real.clone())
+        .await
+        .expect("the handed player is admitted");
     assert_eq!(s.welcome().shard, p.b.shard);
     // The same ticket again: replay.
     match connect(real).await {
         Err(SessionError::Rejected(r)) => {
             assert_eq!(r.reason, RejectReason::BadTicket);
-            assert!(r.detail.contains("replay") || r.detail.contains("used"), "{}", r.detail);
+            assert!(
+                r.detail.contains("replay") || r.detail.contains("used"),
+                "{}",
+                r.detail
+            );
         }
         other => panic!("replayed ticket admitted: {:?}", other.map(|s| s.welcome())),
     }
@@ -335,8 +370,14 @@ async fn player_whose_client_never_arrives_is_saved_and_released() {
         to_zone: p.b.zone.clone(),
         state,
     };
-    p.store.send_handoff(&p.b.shard, &notice).await.expect("notice");
-    p.store.send_handoff(&p.b.shard, &notice).await.expect("duplicate notice");
+    p.store
+        .send_handoff(&p.b.shard, &notice)
+        .await
+        .expect("notice");
+    p.store
+        .send_handoff(&p.b.shard, &notice)
+        .await
+        .expect("duplicate notice");
     let mut seen = None;
     for _ in 0..50 {
         seen = held(&p.b, 77).await;
@@ -349,7 +390,12 @@ async fn player_whose_client_never_arrives_is_saved_and_released() {
     // Grace is 1 s; the check runs once a second.
     let mut owner = Some(p.b.shard.clone());
     for _ in 0..60 {
-        let rec = p.store.get_ownership(player).await.expect("read").expect("record");
+        let rec = p
+            .store
+            .get_ownership(player)
+            .await
+            .expect("read")
+            .expect("record");
         owner = rec.owner.clone();
         if owner.is_none() {
             let saved = rec.state.expect("state saved");
@@ -361,11 +407,10 @@ async fn player_whose_client_never_arrives_is_saved_and_released() {
     }
     assert_eq!(owner, None, "released after the grace period");
     assert_eq!(held(&p.b, 77).await, None);
-    let spawned = p
-        .b
-        .metrics()
-        .handoffs_in
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let spawned =
+        p.b.metrics()
+            .handoffs_in
+            .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(spawned, 1, "one arrival despite two notices");
     drop(p.redis);
 }
@@ -390,7 +435,11 @@ async fn border_holds_while_redis_is_away_and_opens_when_it_returns() {
     // Borders close once the neighbour lookups fail.
     tokio::time::sleep(Duration::from_secs(2)).await;
     walk(&mut s, 0.0, Duration::from_secs(3), |_| false).await;
-    assert_eq!(s.welcome().shard, p.a.shard, "no handoff without shared state");
+    assert_eq!(
+        s.welcome().shard,
+        p.a.shard,
+        "no handoff without shared state"
+    );
     let x = pos(&s).expect("position")[0];
     assert!(x <= 200.0 + 2.5, "the border held: x {x}");
     assert!(s.is_open(), "still playing on a");

@@ -53,17 +53,18 @@ pub struct GhostBands {
 
 impl GhostBands {
     /// The bands of a zone with these neighbours.
-    pub fn new(
-        zone: ([f32; 2], [f32; 2]),
-        neighbours: &[([f32; 2], [f32; 2])],
-        band: f32,
-    ) -> Self {
+    pub fn new(zone: ([f32; 2], [f32; 2]), neighbours: &[([f32; 2], [f32; 2])], band: f32) -> Self {
         Self {
             zone_min: zone.0,
             zone_max: zone.1,
             reach: neighbours
                 .iter()
-                .map(|&(min, max)| ([min[0] - band, min[1] - band], [max[0] + band, max[1] + band]))
+                .map(|&(min, max)| {
+                    (
+                        [min[0] - band, min[1] - band],
+                        [max[0] + band, max[1] + band],
+                    )
+                })
                 .collect(),
         }
     }
@@ -136,13 +137,14 @@ pub fn decode_batch(
     neighbours: &[ZoneId],
     out: &mut Vec<GhostUpdate>,
 ) -> Result<usize, GhostBatchError> {
-    let batch: GhostBatchMsg =
-        codec::decode(bytes, MAX_BATCH_BYTES).map_err(|e| GhostBatchError::Malformed(e.to_string()))?;
+    let batch: GhostBatchMsg = codec::decode(bytes, MAX_BATCH_BYTES)
+        .map_err(|e| GhostBatchError::Malformed(e.to_string()))?;
     let source = neighbours
         .iter()
         .position(|z| *z == batch.zone)
         .ok_or_else(|| GhostBatchError::NotANeighbour(batch.zone.clone()))?;
-    let source = u16::try_from(source).map_err(|_| GhostBatchError::NotANeighbour(batch.zone.clone()))?;
+    let source =
+        u16::try_from(source).map_err(|_| GhostBatchError::NotANeighbour(batch.zone.clone()))?;
     for e in batch.entities.iter() {
         if !(e.pos[0].is_finite() && e.pos[1].is_finite()) {
             continue;

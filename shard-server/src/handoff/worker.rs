@@ -18,8 +18,7 @@ use crate::sim::GhostUpdate;
 use meridian_cluster::Store;
 use meridian_cluster::error::StoreError;
 use meridian_cluster::ownership::{
-    AcceptOutcome, AcquireOutcome, ClaimOutcome, HandoffNotice, Lease, PlayerState,
-    TransferOutcome,
+    AcceptOutcome, AcquireOutcome, ClaimOutcome, HandoffNotice, Lease, PlayerState, TransferOutcome,
 };
 use meridian_cluster::store::StoreHandle;
 use meridian_protocol::control::{HandoffMsg, ShardControlMsg};
@@ -121,11 +120,15 @@ pub fn spawn(setup: WorkerSetup) -> Vec<JoinHandle<()>> {
     });
     let span = info_span!("handoff", shard = %shared.shard, zone = %shared.zone);
     vec![
-        tokio::spawn(run_commands(shared.clone(), commands, shutdown.clone()).instrument(span.clone())),
+        tokio::spawn(
+            run_commands(shared.clone(), commands, shutdown.clone()).instrument(span.clone()),
+        ),
         tokio::spawn(keep_lease(shared.clone(), shutdown.clone()).instrument(span.clone())),
         tokio::spawn(read_inbox(shared.clone(), shutdown.clone()).instrument(span.clone())),
         tokio::spawn(watch_neighbours(shared.clone(), shutdown.clone()).instrument(span.clone())),
-        tokio::spawn(publish_ghosts(shared.clone(), ghosts_out, shutdown.clone()).instrument(span.clone())),
+        tokio::spawn(
+            publish_ghosts(shared.clone(), ghosts_out, shutdown.clone()).instrument(span.clone()),
+        ),
         tokio::spawn(receive_ghosts(shared, ghosts_in, shutdown).instrument(span)),
     ]
 }
@@ -177,7 +180,9 @@ async fn run_commands(
             }
             HandoffCommand::Release { player, state } => {
                 let shared = shared.clone();
-                tokio::spawn(async move { release(&shared, player, state).await }.in_current_span());
+                tokio::spawn(
+                    async move { release(&shared, player, state).await }.in_current_span(),
+                );
             }
             HandoffCommand::Reclaim { players } => {
                 let shared = shared.clone();
@@ -223,7 +228,12 @@ async fn transfer(
     control: Option<mpsc::Sender<ShardControlMsg>>,
 ) {
     let Some(lease) = shared.lease() else {
-        return fail(shared, player, "this shard holds no lease on its zone".into()).await;
+        return fail(
+            shared,
+            player,
+            "this shard holds no lease on its zone".into(),
+        )
+        .await;
     };
     let target = shared
         .owners
@@ -276,9 +286,8 @@ async fn transfer(
             addr: target.addr.clone(),
             cert_sha256: target.cert_sha256,
         };
-        let delivered = control.is_some_and(|c| {
-            c.try_send(ShardControlMsg::Handoff(msg.clone())).is_ok()
-        });
+        let delivered =
+            control.is_some_and(|c| c.try_send(ShardControlMsg::Handoff(msg.clone())).is_ok());
         let _ = shared
             .events
             .send(HandoffEvent::Transferred {
@@ -335,7 +344,8 @@ async fn resolve(
     loop {
         match shared.store.get_ownership(player).await {
             Ok(Some(rec)) => {
-                let moved = rec.owner.as_ref() == Some(to) && rec.from.as_ref() == Some(&lease.owner);
+                let moved =
+                    rec.owner.as_ref() == Some(to) && rec.from.as_ref() == Some(&lease.owner);
                 return moved.then_some(rec.seq);
             }
             Ok(None) => return None,
@@ -354,7 +364,11 @@ async fn release(shared: &Shared, player: PlayerId, state: Option<PlayerState>) 
         return;
     };
     for attempt in 0..5 {
-        match shared.store.release_player(player, &lease, state.as_ref()).await {
+        match shared
+            .store
+            .release_player(player, &lease, state.as_ref())
+            .await
+        {
             Ok(true) => {
                 debug!(%player, "released");
                 return;
@@ -393,7 +407,12 @@ async fn reclaim(shared: &Shared, players: Vec<PlayerId>) {
             }
         }
     }
-    info!(claimed, of = players.len(), epoch = lease.epoch, "players claimed again under the new lease");
+    info!(
+        claimed,
+        of = players.len(),
+        epoch = lease.epoch,
+        "players claimed again under the new lease"
+    );
 }
 
 /// Renews the lease; re-acquires it when lost; reports losses and recoveries.
@@ -420,7 +439,11 @@ async fn keep_lease(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
             if held {
                 continue;
             }
-            match shared.store.acquire_lease(&shared.zone, &shared.shard, ttl).await {
+            match shared
+                .store
+                .acquire_lease(&shared.zone, &shared.shard, ttl)
+                .await
+            {
                 Ok(AcquireOutcome::Acquired(lease)) => {
                     info!(epoch = lease.epoch, "zone lease taken again");
                     shared.lease.send_replace(Some(lease.clone()));
@@ -552,7 +575,9 @@ async fn look_up_neighbours(shared: &Shared) -> Result<Vec<Option<NeighbourInfo>
     for zone in &shared.neighbours {
         let owner = shared.store.get_lease(zone).await?.and_then(|lease| {
             live.iter()
-                .find(|s| s.record.id == lease.owner && s.record.zone == *zone && !s.record.draining)
+                .find(|s| {
+                    s.record.id == lease.owner && s.record.zone == *zone && !s.record.draining
+                })
                 .map(|s| NeighbourInfo {
                     zone: zone.clone(),
                     shard: lease.owner.clone(),

@@ -14,6 +14,9 @@ pub mod admission;
 use crate::metrics::ShardMetrics;
 use admission::NonceCache;
 use bytes::Bytes;
+use meridian_cluster::Store;
+use meridian_cluster::ownership::{AcceptOutcome, ClaimOutcome, Lease, PlayerState};
+use meridian_cluster::store::StoreHandle;
 use meridian_protocol::codec;
 use meridian_protocol::control::{
     ClientControlMsg, KickMsg, KickReason, ShardControlMsg, ShardHelloMsg,
@@ -25,9 +28,6 @@ use meridian_protocol::handshake::{self, HandshakeError, RejectMsg, RejectReason
 use meridian_protocol::quic::close_code;
 use meridian_protocol::stream::{self, StreamReadError};
 use meridian_protocol::ticket::{TicketError, TicketKey, TicketKind};
-use meridian_cluster::Store;
-use meridian_cluster::ownership::{AcceptOutcome, ClaimOutcome, Lease, PlayerState};
-use meridian_cluster::store::StoreHandle;
 use meridian_protocol::{PlayerId, ShardId, Tick};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -427,14 +427,17 @@ async fn read_hello(
                 seq,
                 state: Some(state),
             }) => Ok((player, Some(Arrival { seq, state }))),
-            Ok(AcceptOutcome::Accepted { state: None, .. }) => {
-                Err(unavailable(format!("player {player}: the transfer wrote no state")))
-            }
+            Ok(AcceptOutcome::Accepted { state: None, .. }) => Err(unavailable(format!(
+                "player {player}: the transfer wrote no state"
+            ))),
             Ok(AcceptOutcome::NotOffered(_)) => {
                 ShardMetrics::inc(&shared.metrics.rejected_ticket);
                 Err(RejectMsg {
                     reason: RejectReason::BadTicket,
-                    detail: format!("player {player} is not being handed to shard {}", shared.shard),
+                    detail: format!(
+                        "player {player} is not being handed to shard {}",
+                        shared.shard
+                    ),
                 })
             }
             Err(e) => Err(unavailable(format!("shared state: {e}"))),
