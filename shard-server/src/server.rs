@@ -184,6 +184,12 @@ pub struct ShardHandle {
     workers: Vec<tokio::task::JoinHandle<()>>,
     /// The admin endpoint's address, if it serves one.
     pub admin_addr: Option<SocketAddr>,
+    /// Set when shutting down: published in the registry record.
+    draining: Arc<AtomicBool>,
+    /// Where the shard is published.
+    registry: Option<Registry>,
+    /// How long neighbours take to notice a draining record (two refreshes of their watchers).
+    drain_notice: Duration,
 }
 
 impl ShardHandle {
@@ -200,12 +206,15 @@ impl ShardHandle {
         }
         let record = self.record.clone();
         let status = self.status.clone();
+        let draining = self.draining.clone();
         let mut stopped = self.shutdown.subscribe();
+        self.registry = Some(registry.clone());
         self.heartbeat = Some(registry.spawn_heartbeat(
             move || {
                 let players = status.lock().map(|s| s.players).unwrap_or(0);
                 ShardRecord {
                     load: u32::try_from(players).unwrap_or(u32::MAX),
+                    draining: draining.load(Ordering::Relaxed),
                     ..record.clone()
                 }
             },
@@ -234,6 +243,18 @@ impl ShardHandle {
     /// Stops the shard: the tick thread kicks every client with a shutdown reason and stops,
     /// the endpoint stops accepting and closes. Returns the final tick status.
     pub async fn shutdown(self) -> TickStatus {
+        if let (Some(registry), Some(_)) = (&self.registry, &self.lease) {
+            // Neighbours stop handing players here before the endpoint goes away: the record
+            // says draining, and their watchers look again within a refresh.
+            self.draining.store(true, Ordering::Relaxed);
+            let record = ShardRecord {
+                draining: true,
+                ..self.record.clone()
+            };
+            if registry.heartbeat(&record).await.is_ok() {
+                tokio::time::sleep(self.drain_notice).await;
+            }
+        }
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         let thread = self.tick_thread;
@@ -436,6 +457,7 @@ async fn start_inner(
             bands: GhostBands::new((spec.min, spec.max), &border.neighbours, border.band),
             spawns: spec.spawns.clone(),
             config: link.handoff.clone(),
+            lease: lease_rx.clone(),
         });
         workers = worker::spawn(worker::WorkerSetup {
             shard: shard.clone(),
@@ -548,6 +570,9 @@ async fn start_inner(
         None => None,
     };
     let public_addr = cfg.public_addr.unwrap_or(local_addr);
+    let drain_notice = link
+        .as_ref()
+        .map_or(Duration::ZERO, |l| l.handoff.neighbour_refresh * 2);
     let record = ShardRecord {
         id: shard.clone(),
         zone: zone.clone(),
@@ -581,6 +606,9 @@ async fn start_inner(
         lease: lease_handle,
         workers,
         admin_addr,
+        draining: Arc::new(AtomicBool::new(false)),
+        registry: None,
+        drain_notice,
     };
     if let Some(registry) = registry {
         handle.publish(registry);

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 /// Bytes of a snapshot datagram besides its payload (enum tag, ticks, ack, length), at most.
@@ -90,6 +90,10 @@ pub struct TickHandoff {
     pub spawns: Vec<[f32; 2]>,
     /// Settings.
     pub config: HandoffConfig,
+    /// The zone lease as the worker holds it (None while lost). Admission follows it directly,
+    /// not the lease events: a connection task claims a player as soon as the lease is back,
+    /// which may be before the tick thread hears of it.
+    pub lease: watch::Receiver<Option<meridian_cluster::ownership::Lease>>,
 }
 
 /// Spawns land within this distance of a spawn point.
@@ -190,8 +194,6 @@ pub struct TickLoop {
     handed: HashMap<ConnId, HandedOff>,
     incoming: HashMap<PlayerId, Incoming>,
     ghost_buf: Vec<Vec<GhostEntityMsg>>,
-    /// False while the zone lease is lost: no admission, no simulation of players.
-    serving: bool,
     spawn_rng: Pcg64Mcg,
 }
 
@@ -239,7 +241,6 @@ impl TickLoop {
             handed: HashMap::new(),
             incoming: HashMap::new(),
             ghost_buf: vec![Vec::new(); n_neighbours],
-            serving: true,
             spawn_rng: Pcg64Mcg::seed_from_u64(seed),
             setup,
         }
@@ -615,7 +616,7 @@ impl TickLoop {
                     || self.pending.contains_key(&player)
                     || self.incoming.contains_key(&player)
                     || self.setup.sim.view().player(player).is_some();
-                if here || !self.serving {
+                if here || !self.admitting() {
                     // Its client arrived first (or this is a repeat): nothing to spawn.
                     if let Some(h) = &self.setup.handoff {
                         let _ = h.commands.try_send(HandoffCommand::AckNotice { id });
@@ -647,7 +648,6 @@ impl TickLoop {
             }
             HandoffEvent::LeaseLost { holder } => {
                 warn!(holder = ?holder.as_ref().map(|l| l.owner.to_string()), "zone lease lost: closing every session of the zone");
-                self.serving = false;
                 let conns: Vec<ConnId> = self.clients.keys().copied().collect();
                 for conn in conns {
                     self.kick(
@@ -663,7 +663,6 @@ impl TickLoop {
             }
             HandoffEvent::LeaseRegained(lease) => {
                 info!(epoch = lease.epoch, "zone lease held again: serving");
-                self.serving = true;
                 let players: Vec<PlayerId> =
                     self.held_players().into_iter().map(|h| h.player).collect();
                 if let Some(h) = &self.setup.handoff
@@ -784,9 +783,16 @@ impl TickLoop {
                         control,
                         arrival,
                     };
-                    if !self.serving {
-                        join.connection
-                            .close(close_code::SHUTDOWN.into(), b"zone not served here now");
+                    if !self.admitting() {
+                        // Claimed under a lease lost since: the client goes back to the lobby.
+                        let kick = ShardControlMsg::Kick(KickMsg {
+                            reason: KickReason::ZoneLost,
+                            detail: "this shard no longer serves the zone".into(),
+                        });
+                        if join.control.try_send(kick).is_err() {
+                            join.connection
+                                .close(close_code::KICKED.into(), b"zone not served here");
+                        }
                         continue;
                     }
                     if self.incoming.remove(&player).is_some() {
@@ -813,6 +819,15 @@ impl TickLoop {
         }
     }
 
+    /// Whether this shard admits players now: always when alone, while it holds its zone's
+    /// lease when part of a world.
+    fn admitting(&self) -> bool {
+        self.setup
+            .handoff
+            .as_ref()
+            .is_none_or(|h| h.lease.borrow().is_some())
+    }
+
     /// A client arrives for an entity that already exists (spawned from a notice).
     fn attach(&mut self, player: PlayerId, join: PendingJoin) {
         let tick = self.setup.sim.tick_number();
@@ -821,7 +836,7 @@ impl TickLoop {
             self.queue_join(player, join);
             return;
         };
-        ShardMetrics::inc(&self.setup.metrics.handoffs_in);
+        // Counted as a handoff in when the notice spawned it.
         match welcome(
             &self.setup,
             self.quantizer,
