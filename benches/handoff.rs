@@ -40,8 +40,9 @@ use meridian_protocol::ticket::{
 use meridian_protocol::{PlayerId, ZoneId};
 use meridian_shard::config::ShardConfig;
 use meridian_shard::handoff::{ClusterLink, HandoffConfig};
-use meridian_shard::metrics::{ShardMetrics, TickStatus};
+use meridian_shard::metrics::ShardMetrics;
 use meridian_shard::server::{self, ShardHandle, ShardTuning};
+use meridian_shard::sim::SimConfig;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -62,7 +63,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Bots of the sustained-rate phase.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 300)]
     bots: usize,
     /// Seconds of the sustained-rate window (default 60, 10 with --quick).
     #[arg(long)]
@@ -91,15 +92,11 @@ struct Args {
 const WALK_LO: f32 = 197.0;
 /// Eastmost x of the bots' walk: 3 units inside zone `b`, past the 2-unit margin of `a`.
 const WALK_HI: f32 = 203.0;
-/// The border between the zones.
-const BORDER_X: f32 = 200.0;
 /// Height of both zones: tall, so that bots spread along the border see a few neighbours each
 /// (as players along a real border do), not the whole crowd.
 const ZONE_HEIGHT: u32 = 2_000;
 /// Spawn points every this many units along the border, on each side.
 const SPAWN_SPACING: u32 = 40;
-/// Top speed of a player, units per second (the simulation's default).
-const PLAYER_SPEED: f32 = 8.0;
 /// Seconds after the last join before the sustained window opens.
 const WARMUP: Duration = Duration::from_secs(3);
 /// Longest wait for one join.
@@ -113,6 +110,8 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 const STOP_TICKS: u32 = 5;
 /// Client UDP endpoints the bots of a phase are spread over.
 const ENDPOINTS: usize = 8;
+/// Lifetime of a bot's join ticket, milliseconds (signed just before joining).
+const TICKET_LIFETIME_MS: u64 = 60_000;
 /// Clock ticks per second of /proc's CPU times (USER_HZ).
 const USER_HZ: f64 = 100.0;
 
@@ -199,7 +198,7 @@ async fn run(args: &Args, duration: Duration) -> Result<String> {
         tick_s,
         args.blackout_handoffs,
     );
-    sustained.rows(&mut t, args);
+    sustained.rows(&mut t);
     Ok(t.render())
 }
 
@@ -257,12 +256,18 @@ impl World {
         // Each shard learns its neighbour's owner from the shared state (every 500 ms); until
         // then the border is a wall. Wait until both know, so no bot meets a closed border.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
+        loop {
             let live = meridian_cluster::Store::live_shards(&store)
                 .await
                 .context("reading the registry")?;
             if live.len() >= 2 && a.lease().is_some() && b.lease().is_some() {
                 break;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the shards did not both hold their zone and register within 10 s ({} live)",
+                    live.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -288,12 +293,12 @@ impl World {
             .sum()
     }
 
-    async fn stop(self) -> [TickStatus; 2] {
-        let a = self.a.shutdown().await;
-        let b = self.b.shutdown().await;
+    /// Stops both shards, then redis-server.
+    async fn stop(self) {
+        self.a.shutdown().await;
+        self.b.shutdown().await;
         drop(self.store);
         drop(self.redis);
-        [a, b]
     }
 }
 
@@ -356,6 +361,8 @@ struct BotEnd {
     /// The session, if still open (kept for the audit, then left).
     session: Option<ShardSession>,
     blackouts: Vec<Duration>,
+    /// How long the player stood still around each handoff (see [`Record::position`]).
+    stalls: Vec<Duration>,
     rtts: Vec<Duration>,
     /// Why the bot ended before it was told to stop (join failure included).
     ended: Option<String>,
@@ -437,17 +444,15 @@ impl Fleet {
             let shard = if i % 2 == 0 { &world.a } else { &world.b };
             let c = Arc::new(BotCounters::default());
             counters.push(c.clone());
-            let ticket = world
-                .key
-                .sign(TicketClaims {
-                    kind: TicketKind::Join,
-                    player: PlayerId(base + i as u64),
-                    shard: shard.shard.clone(),
-                    zone: shard.zone.clone(),
-                    expires_at_ms: now_ms() + 120_000,
-                    nonce: random_nonce(),
-                })
-                .context("signing a join ticket")?;
+            let claims = TicketClaims {
+                kind: TicketKind::Join,
+                player: PlayerId(base + i as u64),
+                shard: shard.shard.clone(),
+                zone: shard.zone.clone(),
+                expires_at_ms: 0,
+                nonce: random_nonce(),
+            };
+            let key = world.key.clone();
             let ep = eps[i % eps.len()].clone();
             let (addr, pin) = (shard.local_addr, shard.cert_sha256);
             let at = start + Duration::from_secs_f64(i as f64 / rate);
@@ -455,6 +460,17 @@ impl Fleet {
             let east = i % 2 == 0;
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep_until(at).await;
+                // Signed when used, so that a long ramp does not outlive its tickets.
+                let ticket = match key.sign(TicketClaims {
+                    expires_at_ms: now_ms() + TICKET_LIFETIME_MS,
+                    ..claims
+                }) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        settled.fetch_add(1, Ordering::Relaxed);
+                        return join_failed(&c, format!("cannot sign a join ticket: {e}"));
+                    }
+                };
                 let joined = tokio::time::timeout(
                     JOIN_TIMEOUT,
                     ShardSession::connect(&ep, addr, pin, ticket, &QuicConfig::default()),
@@ -527,6 +543,7 @@ impl Fleet {
                 Err(e) => out.push(BotEnd {
                     session: None,
                     blackouts: Vec::new(),
+                    stalls: Vec::new(),
                     rtts: Vec::new(),
                     ended: Some(format!("bot task failed: {e}")),
                     stats_handoffs: 0,
@@ -542,9 +559,88 @@ fn join_failed(c: &BotCounters, why: String) -> BotEnd {
     BotEnd {
         session: None,
         blackouts: Vec::new(),
+        stalls: Vec::new(),
         rtts: Vec::new(),
         ended: Some(why),
         stats_handoffs: 0,
+    }
+}
+
+/// What a bot records as it plays.
+struct Record {
+    counters: Arc<BotCounters>,
+    blackouts: Vec<Duration>,
+    stalls: Vec<Duration>,
+    ended: Option<String>,
+    /// The player's x at the previous tick and when it was read.
+    last: Option<(f32, Instant)>,
+    /// When the player was last seen at the position it has not left since.
+    still_since: Option<Instant>,
+    /// A handoff completed while the player stood still.
+    handed_while_still: bool,
+}
+
+/// Movement per tick below which the player counts as standing still, world units (a moving
+/// player covers 8 / 30 ≈ 0.27 a tick).
+const STILL_EPSILON: f32 = 0.02;
+
+impl Record {
+    fn new(counters: Arc<BotCounters>) -> Self {
+        Self {
+            counters,
+            blackouts: Vec::new(),
+            stalls: Vec::new(),
+            ended: None,
+            last: None,
+            still_since: None,
+            handed_while_still: false,
+        }
+    }
+
+    /// Reads the session's events.
+    fn events(&mut self, session: &mut ShardSession) {
+        while let Some(ev) = session.try_event() {
+            match ev {
+                SessionEvent::HandedOff { blackout, .. } => {
+                    self.blackouts.push(blackout);
+                    self.handed_while_still = true;
+                    self.counters.handoffs.fetch_add(1, Ordering::Relaxed);
+                }
+                SessionEvent::HandoffFailed { shard, detail } => {
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                    self.ended
+                        .get_or_insert_with(|| format!("handoff to {shard} failed: {detail}"));
+                }
+                SessionEvent::Kicked(k) => {
+                    self.ended
+                        .get_or_insert_with(|| format!("kicked: {:?} {}", k.reason, k.detail));
+                }
+                SessionEvent::Closed(r) => {
+                    self.ended.get_or_insert_with(|| format!("closed: {r}"));
+                }
+                SessionEvent::Score { .. } | SessionEvent::Chat { .. } => {}
+            }
+        }
+    }
+
+    /// Follows the player's x from tick to tick: a stretch of standing still during which a
+    /// handoff completed is that handoff's stall (frozen at the border on the old shard, then
+    /// the switch, until the new shard's snapshots show it moving), to within a tick.
+    fn position(&mut self, x: Option<f32>, now: Instant) {
+        let Some(x) = x else { return };
+        if let Some((last_x, last_at)) = self.last {
+            if (x - last_x).abs() < STILL_EPSILON {
+                self.still_since.get_or_insert(last_at);
+            } else {
+                if let Some(since) = self.still_since.take()
+                    && self.handed_while_still
+                {
+                    self.stalls.push(now.saturating_duration_since(since));
+                }
+                self.handed_while_still = false;
+            }
+        }
+        self.last = Some((x, now));
     }
 }
 
@@ -559,40 +655,22 @@ async fn bot(
 ) -> BotEnd {
     let mut ticker = tokio::time::interval(dt);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut blackouts = Vec::new();
-    let mut ended: Option<String> = None;
+    let mut rec = Record::new(c.clone());
     let mut last_ping = Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => break,
         }
-        while let Some(ev) = session.try_event() {
-            match ev {
-                SessionEvent::HandedOff { blackout, .. } => {
-                    blackouts.push(blackout);
-                    c.handoffs.fetch_add(1, Ordering::Relaxed);
-                }
-                SessionEvent::HandoffFailed { shard, detail } => {
-                    c.failures.fetch_add(1, Ordering::Relaxed);
-                    ended.get_or_insert_with(|| format!("handoff to {shard} failed: {detail}"));
-                }
-                SessionEvent::Kicked(k) => {
-                    ended.get_or_insert_with(|| format!("kicked: {:?} {}", k.reason, k.detail));
-                }
-                SessionEvent::Closed(r) => {
-                    ended.get_or_insert_with(|| format!("closed: {r}"));
-                }
-                SessionEvent::Score { .. } | SessionEvent::Chat { .. } => {}
-            }
-        }
-        if ended.is_some() {
+        rec.events(&mut session);
+        if rec.ended.is_some() {
             break;
         }
         let x = session.own_entity().map(|e| e.pos[0]);
+        rec.position(x, Instant::now());
         let heading = walk.heading(x);
         if session.send_input(heading, 1.0, 0).is_err() && !session.is_open() {
-            ended = Some("connection lost".into());
+            rec.ended = Some("connection lost".into());
             break;
         }
         if last_ping.elapsed() >= Duration::from_secs(1) {
@@ -600,23 +678,26 @@ async fn bot(
             let _ = session.ping();
         }
     }
-    if ended.is_none() {
-        // Stand still (the last intent would otherwise keep the player walking).
+    if rec.ended.is_none() {
+        // Stand still (the last intent would otherwise keep the player walking); a handoff
+        // under way completes meanwhile.
         for _ in 0..STOP_TICKS {
             ticker.tick().await;
             let _ = session.send_input(0.0, 0.0, 0);
         }
     }
     let stats = session.stats();
+    rec.events(&mut session);
     let rtts = session.ping_rtts();
-    if ended.is_some() {
+    if rec.ended.is_some() {
         c.ended.store(true, Ordering::Relaxed);
     }
     BotEnd {
-        session: ended.is_none().then_some(session),
-        blackouts,
+        session: rec.ended.is_none().then_some(session),
+        blackouts: rec.blackouts,
+        stalls: rec.stalls,
         rtts,
-        ended,
+        ended: rec.ended,
         stats_handoffs: stats.handoffs,
     }
 }
@@ -637,6 +718,7 @@ async fn leave_all(ends: &mut [BotEnd]) {
 /// Figures of one blackout phase.
 struct Blackout {
     blackouts: Vec<Duration>,
+    stalls: Vec<Duration>,
     rtts: Vec<Duration>,
     failures: u64,
     lost: usize,
@@ -677,10 +759,9 @@ async fn blackout_phase(args: &Args, rtt: Option<Duration>) -> Result<Blackout> 
     let failures = world.metric(|m| &m.handoffs_failed) + fleet_failures;
     let lost = ends.iter().filter(|e| e.ended.is_some()).count();
     report_endings(&ends);
-    let mut blackouts: Vec<Duration> = ends.iter().flat_map(|e| e.blackouts.clone()).collect();
-    let mut rtts: Vec<Duration> = ends.iter().flat_map(|e| e.rtts.clone()).collect();
-    blackouts.sort();
-    rtts.sort();
+    let blackouts = gather(&ends, |e| &e.blackouts);
+    let stalls = gather(&ends, |e| &e.stalls);
+    let rtts = gather(&ends, |e| &e.rtts);
     leave_all(&mut ends).await;
     world.stop().await;
     progress(&format!(
@@ -690,6 +771,7 @@ async fn blackout_phase(args: &Args, rtt: Option<Duration>) -> Result<Blackout> 
     ));
     Ok(Blackout {
         blackouts,
+        stalls,
         rtts,
         failures,
         lost,
@@ -728,6 +810,15 @@ impl Blackout {
             "-".into(),
         );
         t.row(
+            "  player standing still per handoff p50 / p99, ms",
+            format!(
+                "{} / {}",
+                fmt_ms(quantile(&self.stalls, 0.5)),
+                fmt_ms(quantile(&self.stalls, 0.99))
+            ),
+            "-".into(),
+        );
+        t.row(
             "  client RTT measured (ping median), ms",
             fmt_ms(rtt),
             "-".into(),
@@ -760,12 +851,15 @@ struct Sustained {
     handoffs: u64,
     /// Handoffs out of both shards over the window (the shards' count, a cross-check).
     shard_handoffs: u64,
+    /// QUIC connections both shards accepted over the window.
+    connections: u64,
     client_failures: u64,
     shard_failures: u64,
     abandoned: u64,
     lost: usize,
     endings: BTreeMap<String, usize>,
     blackouts: Vec<Duration>,
+    stalls: Vec<Duration>,
     audit: Result<AuditReport, String>,
     /// Whole-run tick p99 of each shard at the window's end, and the worst one-second p99 seen
     /// during the window.
@@ -795,6 +889,7 @@ async fn sustained_phase(args: &Args, window: Duration) -> Result<Sustained> {
     let cpu_a = CpuSample::take(redis_pid);
     let h0 = fleet.handoffs();
     let out0 = world.metric(|m| &m.handoffs_out);
+    let conns0 = world.metric(|m| &m.connections);
     let started = Instant::now();
     let mut worst_recent = [0.0f64; 2];
     let mut last_progress = Instant::now();
@@ -820,6 +915,7 @@ async fn sustained_phase(args: &Args, window: Duration) -> Result<Sustained> {
     let elapsed = started.elapsed();
     let handoffs = fleet.handoffs() - h0;
     let shard_handoffs = world.metric(|m| &m.handoffs_out) - out0;
+    let connections = world.metric(|m| &m.connections) - conns0;
     let cpu_b = CpuSample::take(redis_pid);
     let statuses = world.shards().map(ShardHandle::status);
 
@@ -848,8 +944,8 @@ async fn sustained_phase(args: &Args, window: Duration) -> Result<Sustained> {
             "   note: sessions counted {counted} handoffs, their events {seen}"
         ));
     }
-    let mut blackouts: Vec<Duration> = ends.iter().flat_map(|e| e.blackouts.clone()).collect();
-    blackouts.sort();
+    let blackouts = gather(&ends, |e| &e.blackouts);
+    let stalls = gather(&ends, |e| &e.stalls);
     leave_all(&mut ends).await;
     world.stop().await;
     Ok(Sustained {
@@ -858,12 +954,14 @@ async fn sustained_phase(args: &Args, window: Duration) -> Result<Sustained> {
         window: elapsed,
         handoffs,
         shard_handoffs,
+        connections,
         client_failures,
         shard_failures,
         abandoned,
         lost,
         endings,
         blackouts,
+        stalls,
         audit,
         tick_p99: [
             (statuses[0].total.p99_ms, worst_recent[0]),
@@ -875,12 +973,12 @@ async fn sustained_phase(args: &Args, window: Duration) -> Result<Sustained> {
 }
 
 impl Sustained {
-    fn rows(&self, t: &mut Table, args: &Args) {
+    fn rows(&self, t: &mut Table) {
         let secs = self.window.as_secs_f64();
         let rate = self.handoffs as f64 / secs;
-        // A bot covers WALK_HI - WALK_LO units between two crossings at top speed: the most the
-        // walk allows, were a handoff instantaneous.
-        let ceiling = self.joined as f64 * f64::from(PLAYER_SPEED) / f64::from(WALK_HI - WALK_LO);
+        let per_handoff = walk_seconds_per_handoff();
+        // The most the walk allows, were a handoff instantaneous.
+        let ceiling = self.joined as f64 / per_handoff;
         t.row(
             "sustained: bots joined / window",
             format!("{} of {} / {secs:.1} s", self.joined, self.bots),
@@ -897,8 +995,26 @@ impl Sustained {
             "-".into(),
         );
         t.row(
-            "  ceiling of the walk (instant handoffs), /s",
+            "  QUIC connections accepted by the shards per handoff",
+            if self.handoffs == 0 {
+                "-".into()
+            } else {
+                format!("{:.2}", self.connections as f64 / self.handoffs as f64)
+            },
+            "-".into(),
+        );
+        t.row(
+            "  ceiling of the walk (handoffs taking no time), /s",
             format!("{ceiling:.0}"),
+            "-".into(),
+        );
+        t.row(
+            &format!("  time between a bot's handoffs, s (the walk alone: {per_handoff:.2})"),
+            if self.handoffs == 0 {
+                "-".into()
+            } else {
+                format!("{:.2}", self.joined as f64 * secs / self.handoffs as f64)
+            },
             "-".into(),
         );
         t.row(
@@ -938,6 +1054,15 @@ impl Sustained {
             ),
             "-".into(),
         );
+        t.row(
+            "  player standing still per handoff p50 / p99, ms",
+            format!(
+                "{} / {}",
+                fmt_ms(quantile(&self.stalls, 0.5)),
+                fmt_ms(quantile(&self.stalls, 0.99))
+            ),
+            "-".into(),
+        );
         match &self.audit {
             Ok(r) => {
                 t.row(
@@ -965,7 +1090,7 @@ impl Sustained {
         t.row(
             "  shard tick p99 a / b, ms (whole run; worst second)",
             format!("{ta:.2} / {tb:.2} ({wa:.2} / {wb:.2})"),
-            format!("<= {:.1} (one tick)", 1e3 / f64::from(args.tick_hz)),
+            "-".into(),
         );
         t.row(
             "  shard tick overruns a / b (whole run)",
@@ -975,18 +1100,28 @@ impl Sustained {
         self.cpu.rows(t);
         if rate < 200.0 {
             let c = &self.cpu;
-            let why = if c.machine_busy_pct >= 90.0 * c.cores as f64 / 2.0 {
-                "the machine's CPUs were saturated"
-            } else if ceiling < 200.0 {
-                "the walk allows fewer (add bots)"
+            let why = if ceiling < 200.0 {
+                "the walk of this many bots allows fewer: add bots (--bots)"
+            } else if c.machine_busy_pct >= 90.0 * c.cores as f64 {
+                "the machine's CPUs were saturated (see the CPU rows)"
             } else {
-                "the CPUs were not saturated: time was spent waiting (see the blackout under load)"
+                "the CPUs were not saturated: the bots waited (see the standing-still and blackout rows)"
             };
             t.note(&format!(
                 "The goal of 200 handoffs/s was not reached: {rate:.1}/s. {why}."
             ));
         }
     }
+}
+
+/// Seconds between two handoffs of a bot if handoffs took no time: at each end of its walk
+/// the player turns (from top speed one way to top speed the other at the simulation's top
+/// acceleration: `2 v / a`, no net distance), then walks `WALK_HI - WALK_LO` at top speed,
+/// crossing the border once.
+fn walk_seconds_per_handoff() -> f64 {
+    let sim = SimConfig::default();
+    let (v, a) = (f64::from(sim.max_speed), f64::from(sim.max_accel));
+    2.0 * v / a + f64::from(WALK_HI - WALK_LO) / v
 }
 
 // --- the audit's view of the shards -----------------------------------------------------------
@@ -1221,6 +1356,13 @@ fn report_endings(ends: &[BotEnd]) {
     for (why, n) in by {
         progress(&format!("   {n} bot(s) ended: {why}"));
     }
+}
+
+/// One kind of sample of every bot, sorted.
+fn gather(ends: &[BotEnd], field: fn(&BotEnd) -> &Vec<Duration>) -> Vec<Duration> {
+    let mut all: Vec<Duration> = ends.iter().flat_map(|e| field(e).iter().copied()).collect();
+    all.sort();
+    all
 }
 
 fn ms(d: Duration) -> f64 {

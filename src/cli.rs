@@ -252,6 +252,11 @@ pub struct DevArgs {
     /// TCP address of the admin HTTP endpoint (health, metrics) [default: 127.0.0.1:8080]
     #[arg(long, env = "MERIDIAN_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// UDP address the lobby binds (port 0: any free port); printed at start as
+    /// `lobby ADDR cert_sha256 HEX`, for `meridian bots --lobby ADDR --cert-sha256 HEX`
+    /// [default: 127.0.0.1:7100]
+    #[arg(long, env = "MERIDIAN_LOBBY_LISTEN", value_name = "ADDR")]
+    pub lobby_listen: Option<SocketAddr>,
     /// World map (TOML: zones, regions, spawn points); one shard per zone; none: the built-in
     /// three-zone map of deploy/worlds/dev.toml [default: none]
     #[arg(long, env = "MERIDIAN_WORLD", value_name = "FILE")]
@@ -276,6 +281,7 @@ impl RoleArgs for DevArgs {
             tick_hz,
             npcs,
             admin_listen,
+            lobby_listen,
             world,
         } = self;
         set(&mut c.bots, bots);
@@ -286,6 +292,7 @@ impl RoleArgs for DevArgs {
         set(&mut c.tick_hz, tick_hz);
         set(&mut c.npcs, npcs);
         set(&mut c.admin_listen, admin_listen);
+        set(&mut c.lobby_listen, lobby_listen);
         set_some(&mut c.world, world);
     }
 }
@@ -645,15 +652,27 @@ pub struct BotsArgs {
     /// What the bots do [default: wander]
     #[arg(long, env = "MERIDIAN_SCENARIO", value_parser = scenario_parser(), value_name = "SCENARIO")]
     pub scenario: Option<Scenario>,
-    /// CSV of round-trip times between regions for the link conditioner (like
-    /// shared/data/rtt-10-regions.csv) [default: none]
+    /// CSV of round-trip times between regions (like deploy/latency/rtt-10-regions.csv): each
+    /// bot's link to each shard gets the delay between the bot's home region and the shard's
+    /// region (as the lobby reports it); the geo scenario uses that built-in matrix if unset
+    /// [default: none]
     #[arg(long, env = "MERIDIAN_LATENCY_MATRIX", value_name = "FILE")]
     pub latency_matrix: Option<PathBuf>,
-    /// Regions the bots are spread over, comma-separated names of the latency matrix
-    /// [default: none]
+    /// Home regions the bots are spread over in turn: names of the latency matrix, each with
+    /// an optional weight, like dallas:3,frankfurt,tokyo; every region of the matrix once if
+    /// unset [default: none]
     #[arg(long, env = "MERIDIAN_REGIONS", value_name = "LIST")]
     pub regions: Option<String>,
-    /// Write the JSON report to this file [default: none]
+    /// World map the shards run (TOML, like deploy/worlds/dev.toml): the cross scenario walks
+    /// over the borders of its zones; required by cross [default: none]
+    #[arg(long, env = "MERIDIAN_WORLD", value_name = "FILE")]
+    pub world: Option<PathBuf>,
+    /// Seed of the bots' random choices, to repeat a run; random if unset, and logged
+    /// [default: none]
+    #[arg(long, env = "MERIDIAN_SEED", value_name = "N")]
+    pub seed: Option<u64>,
+    /// Write the JSON report to this file, also when the run fails or is interrupted
+    /// [default: none]
     #[arg(long, env = "MERIDIAN_REPORT", value_name = "FILE")]
     pub report: Option<PathBuf>,
 }
@@ -677,6 +696,8 @@ impl RoleArgs for BotsArgs {
             scenario,
             latency_matrix,
             regions,
+            world,
+            seed,
             report,
         } = self;
         set_some(&mut c.lobby, lobby);
@@ -688,6 +709,8 @@ impl RoleArgs for BotsArgs {
         set(&mut c.scenario, scenario);
         set_some(&mut c.latency_matrix, latency_matrix);
         set_some(&mut c.regions, regions);
+        set_some(&mut c.world, world);
+        set_some(&mut c.seed, seed);
         set_some(&mut c.report, report);
     }
 }
@@ -943,6 +966,56 @@ mod tests {
         let mut config = ClientConfig::default();
         args.overlay(&mut config);
         assert_eq!(config, ClientConfig::default());
+    }
+
+    #[test]
+    fn bots_and_dev_lobby_flags_overlay() {
+        let Command::Bots(args) = parse(&[
+            "meridian",
+            "bots",
+            "--world",
+            "w.toml",
+            "--seed",
+            "42",
+            "--regions",
+            "tokyo:2,dallas",
+            "--latency-matrix",
+            "m.csv",
+        ])
+        .command
+        else {
+            panic!("bots");
+        };
+        let mut config = BotsConfig {
+            count: 7,
+            ..BotsConfig::default()
+        };
+        args.overlay(&mut config);
+        assert_eq!(
+            (
+                config.world.as_deref(),
+                config.seed,
+                config.regions.as_deref(),
+                config.latency_matrix.as_deref(),
+                config.count
+            ),
+            (
+                Some(Path::new("w.toml")),
+                Some(42),
+                Some("tokyo:2,dallas"),
+                Some(Path::new("m.csv")),
+                7
+            )
+        );
+        assert!(try_parse(&["meridian", "bots", "--seed", "-1"]).is_err());
+        let Command::Dev(args) =
+            parse(&["meridian", "dev", "--lobby-listen", "127.0.0.1:0"]).command
+        else {
+            panic!("dev");
+        };
+        let mut config = DevConfig::default();
+        args.overlay(&mut config);
+        assert_eq!(config.lobby_listen, "127.0.0.1:0".parse().expect("literal"));
     }
 
     #[test]

@@ -13,6 +13,9 @@ use std::time::Duration;
 /// The `store` value that keeps the shared state in process.
 pub const MEMORY_STORE: &str = "memory";
 
+/// The port of the dev world's lobby unless `lobby_listen` says otherwise.
+pub const DEFAULT_LOBBY_PORT: u16 = 7100;
+
 /// Configuration of `meridian dev`. It generates its own ticket key and certificates.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,6 +36,8 @@ pub struct DevConfig {
     pub npcs: u32,
     /// TCP address of the admin HTTP endpoint.
     pub admin_listen: SocketAddr,
+    /// UDP address the lobby's QUIC endpoint binds; `meridian bots --lobby` points there.
+    pub lobby_listen: SocketAddr,
     /// World map (TOML); one shard is started per zone. The built-in three-zone map
     /// (`deploy/worlds/dev.toml`) if unset.
     pub world: Option<PathBuf>,
@@ -49,6 +54,7 @@ impl Default for DevConfig {
             tick_hz: 30,
             npcs: 1000,
             admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            lobby_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_LOBBY_PORT)),
             world: None,
         }
     }
@@ -67,6 +73,7 @@ impl fmt::Debug for DevConfig {
             tick_hz,
             npcs,
             admin_listen,
+            lobby_listen,
             world,
         } = self;
         f.debug_struct("DevConfig")
@@ -78,6 +85,7 @@ impl fmt::Debug for DevConfig {
             .field("tick_hz", tick_hz)
             .field("npcs", npcs)
             .field("admin_listen", admin_listen)
+            .field("lobby_listen", lobby_listen)
             .field("world", world)
             .finish()
     }
@@ -142,6 +150,7 @@ mod tests {
         assert_eq!((d.bots, d.tick_hz, d.npcs), (20, 30, 1000));
         assert_eq!(d.store, "memory");
         assert_eq!(d.admin_listen, "127.0.0.1:8080".parse().expect("literal"));
+        assert_eq!(d.lobby_listen, "127.0.0.1:7100".parse().expect("literal"));
         assert_eq!(
             (d.duration, d.report, d.scenario),
             (None, None, Scenario::Wander)

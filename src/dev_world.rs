@@ -110,7 +110,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(|e| DevError::Setting(e.to_string()))?;
     let (_store_tx, store_rx) = watch::channel(Some(store.clone()));
     let lobby = lobby::start(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        cfg.lobby_listen,
         &cert,
         key,
         store_rx,
@@ -118,6 +118,13 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
     )?;
     // The shards appear in the registry with their first heartbeat.
     wait_for_registry(&registry, shards.len()).await;
+    // Where `meridian bots --lobby ADDR --cert-sha256 HEX` finds this world; once the shards
+    // are registered, so that a reader may take the line as "ready".
+    println!(
+        "lobby {} cert_sha256 {}",
+        lobby.local_addr,
+        meridian_protocol::ticket::to_hex(&lobby.cert_sha256)
+    );
 
     let geo = (cfg.scenario == Scenario::Geo).then(|| GeoPlan {
         matrix: latency::builtin_matrix(),
@@ -144,6 +151,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         geo,
         quic: Default::default(),
         seed: 1,
+        name_prefix: "bot".to_owned(),
         world: Some(WorldLayout {
             zones: world.zones.iter().map(|z| (z.min, z.max)).collect(),
         }),

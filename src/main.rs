@@ -9,6 +9,7 @@
 //! 1 a report that is not clean, 2 an audit that could not run.
 
 mod audit;
+mod bots;
 mod cli;
 mod client;
 mod config_file;
@@ -34,12 +35,6 @@ const EXIT_FAILURE: u8 = 1;
 /// Why a role stopped with an error.
 #[derive(Debug, thiserror::Error)]
 enum RunError {
-    /// The role exists on the command line, but this version cannot run it yet.
-    #[error("the {role} role is not built yet in this version of meridian (config is valid)")]
-    NotBuilt {
-        /// The role.
-        role: &'static str,
-    },
     /// `client --insecure-dev`: the client library only pins certificates.
     #[error(
         "client --insecure-dev is not built yet: the client only pins certificates; pass \
@@ -76,6 +71,9 @@ enum RunError {
     /// The audit could not run (exit 2) or was not clean (exit 1).
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
+    /// The bots could not run (exit 2 for unusable input, 1 otherwise).
+    #[error(transparent)]
+    Bots(#[from] bots::BotsRoleError),
 }
 
 impl RunError {
@@ -83,6 +81,7 @@ impl RunError {
     fn exit_code(&self) -> u8 {
         match self {
             RunError::Audit(err) => err.exit_code(),
+            RunError::Bots(err) => err.exit_code(),
             _ => EXIT_FAILURE,
         }
     }
@@ -126,7 +125,10 @@ fn run(config: RoleConfig) -> Result<(), RunError> {
             Ok(())
         }),
         RoleConfig::Client(config) => run_client(&config),
-        RoleConfig::Bots(_config) => Err(RunError::NotBuilt { role: "bots" }),
+        RoleConfig::Bots(config) => block_on(|shutdown| async move {
+            bots::run(config, shutdown).await?;
+            Ok(())
+        }),
         RoleConfig::Audit(config) => block_on(|shutdown| async move {
             audit::run(&config, shutdown).await?;
             Ok(())

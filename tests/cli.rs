@@ -74,17 +74,6 @@ impl Outcome {
             self.stderr
         );
     }
-
-    /// Asserts that the configuration was valid and the role stopped as not built (exit 1).
-    fn assert_not_built(&self, role: &str) {
-        assert_eq!(self.code, 1, "stderr: {}", self.stderr);
-        assert_eq!(
-            self.error_line(),
-            format!(
-                "error: the {role} role is not built yet in this version of meridian (config is valid)"
-            )
-        );
-    }
 }
 
 /// A loopback UDP port held by the test: a shard told to listen on it fails to bind.
@@ -165,6 +154,7 @@ fn each_role_help_mentions_each_of_its_flags_and_variables() {
                 "tick-hz",
                 "npcs",
                 "admin-listen",
+                "lobby-listen",
             ],
         ),
         (
@@ -229,6 +219,8 @@ fn each_role_help_mentions_each_of_its_flags_and_variables() {
                 "scenario",
                 "latency-matrix",
                 "regions",
+                "world",
+                "seed",
                 "report",
             ],
         ),
@@ -508,21 +500,24 @@ fn valid_shard_config_is_logged_redacted() {
 }
 
 #[test]
-fn every_role_not_built_yet_stops_with_a_valid_config() {
-    let cases: [(&str, &[&str]); 1] = [(
+fn bots_insecure_dev_is_refused_pointing_at_the_pin() {
+    let out = meridian_run(&[
         "bots",
-        &[
-            "--lobby",
-            "127.0.0.1:7100",
-            "--insecure-dev",
-            "--scenario",
-            "geo",
-        ],
-    )];
-    for (role, args) in cases {
-        let out = run(meridian().arg(role).args(args));
-        out.assert_not_built(role);
-    }
+        "--lobby",
+        "127.0.0.1:7100",
+        "--insecure-dev",
+        "--scenario",
+        "geo",
+    ]);
+    assert_eq!(out.code, 2, "stderr: {}", out.stderr);
+    let error = out.error_line();
+    assert!(
+        error.starts_with("error: bots --insecure-dev is not supported")
+            && error.contains("--cert-sha256")
+            && error.contains("cert_sha256"),
+        "{error}"
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
 }
 
 #[test]

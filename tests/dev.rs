@@ -18,6 +18,9 @@ fn run_dev(extra: &[&str]) -> Value {
             "4",
             "--npcs",
             "100",
+            // Tests run side by side: each world's lobby on a free port.
+            "--lobby-listen",
+            "127.0.0.1:0",
             "--report",
         ])
         .arg(&report)

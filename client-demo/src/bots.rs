@@ -3,23 +3,41 @@
 //!
 //! Scenarios: `idle` stands still, `wander` walks at random, `geo` wanders over conditioned
 //! links, `cross` walks over the nearest zone border and back forever ([`CrossWalker`], on the
-//! borders of the [`WorldLayout`]), its sessions following each handoff by themselves.
+//! borders of the [`WorldLayout`]), its sessions following each handoff by themselves; `swarm`
+//! walks every bot to the centre of its zone ([`swarm_point`], [`steer_to`]), the worst case
+//! for interest management; `churn` plays a random [`CHURN_PLAY`] seconds, leaves, and joins
+//! again through the lobby, until the end of the run.
 //!
 //! Bots share endpoints (one UDP socket for all, or one per home region when a latency matrix
 //! conditions their links), so a thousand bots need a few sockets, not a thousand.
+//!
+//! Reaching the lobby is retried a bounded number of times ([`LobbyRetry`]): a run against a
+//! lobby that is not there stops with [`BotsError::LobbyUnreachable`] after a few seconds. A
+//! run that conditions its links asks the lobby first which shards it offers and in which
+//! regions ([`survey_lobby`]), and builds the conditioning from that ([`geo_plan`]).
 
 use crate::conditioner::{
     ConditionerConfig, ConditionerError, conditioned_endpoint, profiles_from_matrix,
 };
 use crate::config::Scenario;
-use crate::latency::LatencyMatrix;
-use crate::lobby::{self, LobbyJoinError};
-use crate::report::{self, Handoffs, JoinMs, Mean, MeanMax, MeanMin, Report, Routing, RttMs};
-use crate::session::{SessionEvent, ShardSession, client_endpoint};
+use crate::latency::{LatencyMatrix, UnknownRegion};
+use crate::lobby::{self, LobbyJoin, LobbyJoinError};
+use crate::report::{
+    self, Churn, Handoffs, JoinMs, Mean, MeanMax, MeanMin, Report, Routing, RttMs,
+};
+use crate::session::{
+    SessionError, SessionEvent, ShardSession, client_endpoint, connect_pinned, resolve_shard_addr,
+};
+use meridian_protocol::control::ZoneBoundsMsg;
+use meridian_protocol::handshake::RejectMsg;
+use meridian_protocol::lobby::{LobbyHelloMsg, LobbyMsg};
 use meridian_protocol::quic::{CertSha256, QuicConfig};
+use meridian_protocol::stream;
+use meridian_protocol::{PROTOCOL_VERSION, ShardId, ZoneId};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -63,16 +81,14 @@ pub struct BotsPlan {
     pub seed: u64,
     /// The zones of the world, which the `cross` scenario needs to find borders.
     pub world: Option<WorldLayout>,
+    /// Bot `i` plays as `<name_prefix>-<i>` ([`bot_name`]): the same name is the same player,
+    /// so runs that must not meet pick different prefixes.
+    pub name_prefix: String,
 }
 
 /// Why the bots could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BotsError {
-    /// The scenario needs a part of the system that is not built yet.
-    #[error(
-        "scenario `{0}` is not built yet in this version (available: idle, wander, cross, geo)"
-    )]
-    ScenarioNotBuilt(&'static str),
     /// The geo scenario needs a latency matrix.
     #[error("scenario `geo` needs a latency matrix (--latency-matrix FILE)")]
     GeoWithoutMatrix,
@@ -112,6 +128,51 @@ pub enum BotsError {
     /// No home region was given.
     #[error("geo plan has no home region")]
     NoHomeRegion,
+    /// A home region is not in the latency matrix.
+    #[error("home regions (--regions): {0}")]
+    UnknownRegion(#[from] UnknownRegion),
+    /// A shard the lobby offers runs in a region the latency matrix does not name, so its
+    /// link cannot be conditioned.
+    #[error(
+        "shard {shard} runs in region {region:?}, which the latency matrix does not name; known regions: {}",
+        known.join(", ")
+    )]
+    ShardRegionUnknown {
+        /// The shard.
+        shard: ShardId,
+        /// Its region, as the lobby reports it.
+        region: String,
+        /// The regions of the matrix.
+        known: Vec<String>,
+    },
+    /// The lobby could not be reached (or would not answer) in the attempts allowed.
+    #[error("cannot reach the lobby at {addr} after {attempts} attempts: {detail}")]
+    LobbyUnreachable {
+        /// The lobby.
+        addr: SocketAddr,
+        /// Attempts made.
+        attempts: u32,
+        /// What the last attempt ran into.
+        detail: String,
+    },
+    /// The lobby refused for a reason retrying cannot cure (protocol version, name).
+    #[error("the lobby at {addr} refused the bots: {reject}")]
+    LobbyRefused {
+        /// The lobby.
+        addr: SocketAddr,
+        /// Its answer.
+        reject: RejectMsg,
+    },
+    /// The lobby offered a shard at an address that does not resolve.
+    #[error("the lobby offered shard {shard} at `{addr}`, which does not resolve: {detail}")]
+    ShardAddress {
+        /// The shard.
+        shard: ShardId,
+        /// The address offered.
+        addr: String,
+        /// What failed.
+        detail: String,
+    },
 }
 
 /// Live counts while the bots run, for a progress line.
@@ -119,6 +180,8 @@ pub enum BotsError {
 pub struct BotsProgress {
     /// Bots started.
     pub started: u32,
+    /// Bots that reached play at least once.
+    pub joined: u32,
     /// Bots in play.
     pub playing: u32,
     /// Bots that failed to join.
@@ -127,34 +190,415 @@ pub struct BotsProgress {
     pub disconnects: u32,
     /// Handoffs completed.
     pub handoffs: u32,
+    /// Handoffs that failed.
+    pub handoffs_failed: u32,
+    /// Sessions that reached play (more than the bots with `churn`, which joins again).
+    pub joins: u32,
+    /// Sessions in play that the bots ended themselves, leaving.
+    pub leaves: u32,
+    /// Errors of every kind so far (the report's `errors`, summed).
+    pub errors: u32,
+    /// Bytes received by all bots so far, updated about once a second per bot.
+    pub bytes_down: u64,
+    /// Bytes sent by all bots so far, updated about once a second per bot.
+    pub bytes_up: u64,
+    /// Each bot's latest round trip to its shard, milliseconds (0 while not playing); indexed
+    /// by bot.
+    pub rtt_ms: Vec<f32>,
 }
 
+impl BotsProgress {
+    /// Median of the round trips of the bots playing, milliseconds; `None` before any.
+    pub fn rtt_ms_p50(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .rtt_ms
+            .iter()
+            .filter(|r| **r > 0.0)
+            .map(|r| f64::from(*r))
+            .collect();
+        (!v.is_empty()).then(|| report::percentile(&mut v, 0.5))
+    }
+}
+
+/// How reaching the lobby is retried: `attempts` tries of at most `timeout` each, the first
+/// pause `backoff`, doubling after each failure. A refusal that says "retry after" waits that
+/// long instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LobbyRetry {
+    /// Tries in all (at least 1).
+    pub attempts: u32,
+    /// Longest one try may take.
+    pub timeout: Duration,
+    /// Pause after the first failed try.
+    pub backoff: Duration,
+}
+
+impl LobbyRetry {
+    /// The pause after the `failed`-th failed try (1-based): `backoff`, doubling.
+    pub fn pause(&self, failed: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1u32 << failed.saturating_sub(1).min(16))
+    }
+
+    /// The longest the tries and pauses can take in all (not counting "retry after" waits).
+    pub fn budget(&self) -> Duration {
+        let pauses: Duration = (1..self.attempts.max(1)).map(|f| self.pause(f)).sum();
+        self.timeout.saturating_mul(self.attempts.max(1)) + pauses
+    }
+}
+
+/// The check that the lobby is there before the bots start: 3 tries over about 5 s.
+pub const SURVEY_RETRY: LobbyRetry = LobbyRetry {
+    attempts: 3,
+    timeout: Duration::from_millis(1500),
+    backoff: Duration::from_millis(250),
+};
+
+/// Each bot's join through the lobby: 3 tries, each long enough to measure every candidate
+/// shard over slow links.
+pub const JOIN_RETRY: LobbyRetry = LobbyRetry {
+    attempts: 3,
+    timeout: Duration::from_secs(10),
+    backoff: Duration::from_millis(250),
+};
+
+/// How long a bot keeps retrying while the lobby answers "unavailable, retry after" (no shard
+/// registered yet, shared state not reachable).
+pub const UNAVAILABLE_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// How long a `churn` bot plays before it leaves and joins again, seconds.
+pub const CHURN_PLAY: std::ops::RangeInclusive<f32> = 3.0..=10.0;
+
+/// Within this distance of its point a `swarm` bot slows down, world units.
+pub const SWARM_SLOW_RADIUS: f32 = 4.0;
+
+/// A `swarm` bot this close to its point stands still, world units.
+pub const SWARM_ARRIVE: f32 = 0.5;
+
+/// The player name of bot `i`.
+pub fn bot_name(prefix: &str, i: u32) -> String {
+    format!("{prefix}-{i}")
+}
+
+/// The point every `swarm` bot of a zone walks to: its centre.
+pub fn swarm_point(bounds: &ZoneBoundsMsg) -> [f32; 2] {
+    [
+        (bounds.min_x + bounds.max_x) / 2.0,
+        (bounds.min_y + bounds.max_y) / 2.0,
+    ]
+}
+
+/// Heading (radians) and throttle (0 to 1) from `pos` to `target`: full speed, slowing within
+/// [`SWARM_SLOW_RADIUS`], standing within [`SWARM_ARRIVE`].
+pub fn steer_to(pos: [f32; 2], target: [f32; 2]) -> (f32, f32) {
+    let d = dist(pos, target);
+    let heading = (target[1] - pos[1]).atan2(target[0] - pos[0]);
+    if !d.is_finite() {
+        return (0.0, 0.0);
+    }
+    if d <= SWARM_ARRIVE {
+        return (heading, 0.0);
+    }
+    (heading, (d / SWARM_SLOW_RADIUS).clamp(0.0, 1.0))
+}
+
+/// Home regions written with weights, as bots take them in turn: each region `weight` times,
+/// spread through the list rather than in runs (`a:3,b` gives `a a b a`), so that the first
+/// bots already cover every region.
+pub fn spread_regions(weights: &[(String, u32)]) -> Vec<String> {
+    let mut slots: Vec<(f64, usize, &str)> = Vec::new();
+    for (order, (name, weight)) in weights.iter().enumerate() {
+        for k in 0..*weight {
+            let at = (f64::from(k) + 0.5) / f64::from(*weight);
+            slots.push((at, order, name));
+        }
+    }
+    slots.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    slots.into_iter().map(|(_, _, n)| n.to_owned()).collect()
+}
+
+/// A shard the lobby offers, as [`survey_lobby`] saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurveyedShard {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its zone.
+    pub zone: ZoneId,
+    /// Its region.
+    pub region: String,
+    /// Its address, resolved.
+    pub addr: SocketAddr,
+}
+
+/// The conditioning of a geo run: `homes` (with weights; every region of the matrix once if
+/// empty) checked against `matrix`, the shards the lobby offers placed in their regions.
+pub fn geo_plan(
+    matrix: LatencyMatrix,
+    homes: &[(String, u32)],
+    shards: &[SurveyedShard],
+    jitter: f64,
+    loss: f64,
+) -> Result<GeoPlan, BotsError> {
+    let weights: Vec<(String, u32)> = if homes.is_empty() {
+        matrix.regions().map(|r| (r.to_owned(), 1)).collect()
+    } else {
+        homes
+            .iter()
+            .map(|(name, w)| Ok((matrix.region(name)?.to_owned(), *w)))
+            .collect::<Result<_, UnknownRegion>>()?
+    };
+    let mut placed = Vec::with_capacity(shards.len());
+    for s in shards {
+        let region = matrix
+            .region(&s.region)
+            .map_err(|e| BotsError::ShardRegionUnknown {
+                shard: s.shard.clone(),
+                region: s.region.clone(),
+                known: e.known,
+            })?;
+        placed.push((s.addr, region.to_owned()));
+    }
+    let home_regions = spread_regions(&weights);
+    if home_regions.is_empty() {
+        return Err(BotsError::NoHomeRegion);
+    }
+    Ok(GeoPlan {
+        matrix,
+        home_regions,
+        shards: placed,
+        jitter,
+        loss,
+    })
+}
+
+/// Why one try at the lobby failed, and whether to try again.
+enum TryFailure {
+    /// Worth another try, after the usual pause.
+    Retry(String),
+    /// Worth another try after the lobby's delay, without using up a try.
+    RetryAfter(Duration, String),
+    /// Not worth another try.
+    Fatal(LobbyJoinError),
+}
+
+fn classify(e: LobbyJoinError) -> TryFailure {
+    if let Some(after) = e.retry_after() {
+        return TryFailure::RetryAfter(after, e.to_string());
+    }
+    match e {
+        LobbyJoinError::Connect(_)
+        | LobbyJoinError::Closed
+        | LobbyJoinError::Read(_)
+        | LobbyJoinError::Write(_) => TryFailure::Retry(e.to_string()),
+        other => TryFailure::Fatal(other),
+    }
+}
+
+/// Why the tries at the lobby ended without an answer.
+enum RetryEnd {
+    /// Every try failed; the last failure.
+    Exhausted { attempts: u32, detail: String },
+    /// A failure retrying cannot cure.
+    Fatal(LobbyJoinError),
+}
+
+/// Runs `attempt` under `retry`: connection failures and timeouts use up tries; "unavailable,
+/// retry after" waits as asked, for [`UNAVAILABLE_RETRY_FOR`] at most.
+async fn with_retry<T, F, Fut>(retry: LobbyRetry, mut attempt: F) -> Result<T, RetryEnd>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, LobbyJoinError>>,
+{
+    let started = Instant::now();
+    let (mut tries, mut failed) = (0, 0);
+    loop {
+        tries += 1;
+        let outcome = tokio::time::timeout(retry.timeout, attempt()).await;
+        let failure = match outcome {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => classify(e),
+            Err(_) => TryFailure::Retry(format!("no answer within {:?}", retry.timeout)),
+        };
+        let (pause, detail) = match failure {
+            TryFailure::Fatal(e) => return Err(RetryEnd::Fatal(e)),
+            TryFailure::RetryAfter(after, detail) if started.elapsed() < UNAVAILABLE_RETRY_FOR => {
+                (after, detail)
+            }
+            TryFailure::RetryAfter(_, detail) => {
+                return Err(RetryEnd::Exhausted {
+                    attempts: tries,
+                    detail,
+                });
+            }
+            TryFailure::Retry(detail) => {
+                failed += 1;
+                if failed >= retry.attempts.max(1) {
+                    return Err(RetryEnd::Exhausted {
+                        attempts: tries,
+                        detail,
+                    });
+                }
+                (retry.pause(failed), detail)
+            }
+        };
+        tracing::debug!(%detail, ?pause, "lobby try failed; retrying");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Says hello to the lobby at `lobby` as `name` and returns the shards it offers, each address
+/// resolved; retried under `retry`. Asks for no shard: the player named is created if new, and
+/// nothing else changes.
+pub async fn survey_lobby(
+    endpoint: &quinn::Endpoint,
+    lobby: SocketAddr,
+    lobby_pin: CertSha256,
+    name: &str,
+    quic_cfg: &QuicConfig,
+    retry: LobbyRetry,
+) -> Result<Vec<SurveyedShard>, BotsError> {
+    let offered = with_retry(retry, || hello(endpoint, lobby, lobby_pin, name, quic_cfg))
+        .await
+        .map_err(|end| match end {
+            RetryEnd::Exhausted { attempts, detail } => BotsError::LobbyUnreachable {
+                addr: lobby,
+                attempts,
+                detail,
+            },
+            RetryEnd::Fatal(LobbyJoinError::Rejected(reject)) => BotsError::LobbyRefused {
+                addr: lobby,
+                reject,
+            },
+            RetryEnd::Fatal(e) => BotsError::LobbyUnreachable {
+                addr: lobby,
+                attempts: 1,
+                detail: e.to_string(),
+            },
+        })?;
+    let mut out = Vec::with_capacity(offered.len());
+    for c in offered {
+        let addr = resolve_shard_addr(&c.addr)
+            .await
+            .map_err(|e| BotsError::ShardAddress {
+                shard: c.shard.clone(),
+                addr: c.addr.clone(),
+                detail: match e {
+                    SessionError::Address { detail, .. } => detail,
+                    other => other.to_string(),
+                },
+            })?;
+        out.push(SurveyedShard {
+            shard: c.shard,
+            zone: c.zone,
+            region: c.region,
+            addr,
+        });
+    }
+    Ok(out)
+}
+
+/// One hello: the candidates the lobby offers.
+async fn hello(
+    endpoint: &quinn::Endpoint,
+    lobby: SocketAddr,
+    lobby_pin: CertSha256,
+    name: &str,
+    quic_cfg: &QuicConfig,
+) -> Result<Vec<meridian_protocol::lobby::ShardCandidateMsg>, LobbyJoinError> {
+    let conn = connect_pinned(endpoint, lobby, lobby_pin, quic_cfg)
+        .await
+        .map_err(LobbyJoinError::Connect)?;
+    let answer = async {
+        let max = meridian_protocol::frame::DEFAULT_MAX_FRAME;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| {
+            LobbyJoinError::Connect(SessionError::Connect {
+                addr: lobby,
+                detail: e.to_string(),
+            })
+        })?;
+        let mut buf = Vec::new();
+        let hello = LobbyHelloMsg {
+            protocol_version: PROTOCOL_VERSION,
+            name: name.to_owned(),
+            resume: None,
+        };
+        stream::write_frame(&mut send, &hello, max, &mut buf).await?;
+        match stream::read_frame::<LobbyMsg>(&mut recv, max, &mut buf).await? {
+            Some(LobbyMsg::Candidates(c)) => Ok(c.shards.iter().cloned().collect()),
+            Some(LobbyMsg::Rejected(r)) => Err(LobbyJoinError::Rejected(r)),
+            Some(LobbyMsg::Grant(_)) => Err(LobbyJoinError::Unexpected),
+            None => Err(LobbyJoinError::Closed),
+        }
+    }
+    .await;
+    conn.close(
+        meridian_protocol::quic::close_code::DONE.into(),
+        b"surveyed",
+    );
+    answer
+}
+
+/// What a bot did over the run, all its sessions together.
 #[derive(Default)]
 struct BotResult {
-    join_ms: Option<f64>,
-    error: Option<String>,
+    /// Lobby connect → first snapshot, milliseconds, for each session that reached play.
+    join_ms: Vec<f64>,
+    /// Error kinds met, in order.
+    errors: Vec<String>,
     rtt_ms: Vec<f64>,
     snapshots: u64,
     bytes_down: u64,
     bytes_up: u64,
     play_s: f64,
+    /// A session ended without the bot leaving.
     disconnected: bool,
     optimal: Option<bool>,
     /// Blackout of each completed handoff, milliseconds.
     blackouts_ms: Vec<f64>,
     handoffs_failed: u32,
+    /// Sessions opened with a shard.
+    sessions: u32,
+    /// Sessions that reached play and that the bot ended by leaving.
+    leaves: u32,
+    /// The shards' tick rate, from the first welcome.
+    tick_hz: Option<u16>,
+    /// Never started: the run stopped first.
+    not_started: bool,
+}
+
+/// `start + duration`, or a century on if that cannot be represented.
+fn deadline(start: Instant, duration: Duration) -> Instant {
+    start
+        .checked_add(duration)
+        .or_else(|| start.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(start)
+}
+
+/// Error kind of bots the run stopped before they started.
+pub const NOT_STARTED: &str = "not_started";
+
+/// What every bot task shares.
+struct BotCtx {
+    plan: Arc<BotsPlan>,
+    borders: Arc<Vec<Border>>,
+    run_started: Instant,
+    progress: watch::Sender<BotsProgress>,
 }
 
 /// Runs the bots until the duration passes or `stop` turns true; returns the report (without
 /// the shards' part, which the caller that owns the shards adds). `progress` is updated as bots
-/// join and leave.
+/// join and leave. With no bots, returns when the duration passes or `stop` turns true.
 pub async fn run(
     plan: BotsPlan,
     stop: watch::Receiver<bool>,
     progress: watch::Sender<BotsProgress>,
 ) -> Result<Report, BotsError> {
     let borders = Arc::new(check_plan(&plan)?);
-    let any: SocketAddr = (Ipv4Addr::UNSPECIFIED, 0).into();
+    let any: SocketAddr = if plan.lobby.is_ipv6() {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    };
     // One endpoint per home region (conditioned), or one for all.
     let mut endpoints: Vec<(Option<String>, quinn::Endpoint)> = Vec::new();
     match &plan.geo {
@@ -189,8 +633,15 @@ pub async fn run(
             client_endpoint(any, &plan.quic).map_err(|e| BotsError::Endpoint(e.to_string()))?,
         )),
     }
+    progress.send_modify(|p| p.rtt_ms = vec![0.0; plan.count as usize]);
     let plan = Arc::new(plan);
     let started = Instant::now();
+    let ctx = Arc::new(BotCtx {
+        plan: plan.clone(),
+        borders,
+        run_started: started,
+        progress,
+    });
     let mut tasks = Vec::new();
     for i in 0..plan.count {
         let at = Duration::from_secs_f64(f64::from(i) / f64::from(plan.ramp_per_s.max(1)));
@@ -208,31 +659,31 @@ pub async fn run(
             }
             None => (None, endpoints[0].1.clone()),
         };
-        let (plan, mut stop, progress) = (plan.clone(), stop.clone(), progress.clone());
-        let borders = borders.clone();
+        let (ctx, mut stop) = (ctx.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(started + at)) => {}
-                _ = stop.wait_for(|s| *s) => return BotResult::default(),
+                _ = stop.wait_for(|s| *s) => {
+                    return BotResult { not_started: true, ..BotResult::default() };
+                }
             }
-            progress.send_modify(|p| p.started += 1);
-            bot(
-                i,
-                &plan,
-                &borders,
-                &endpoint,
-                home.as_deref(),
-                started,
-                stop,
-                &progress,
-            )
-            .await
+            ctx.progress.send_modify(|p| p.started += 1);
+            bot(i, &ctx, &endpoint, home.as_deref(), stop).await
         }));
+    }
+    if plan.count == 0 {
+        // No bots: the run still lasts its duration (a world with no bots runs until stopped).
+        let mut stop = stop.clone();
+        let end = deadline(started, plan.duration);
+        tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(end)) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
     }
     let mut results = Vec::new();
     for t in tasks {
         results.push(t.await.unwrap_or_else(|e| BotResult {
-            error: Some(format!("bot task: {e}")),
+            errors: vec![format!("bot task: {e}")],
             ..BotResult::default()
         }));
     }
@@ -246,7 +697,7 @@ pub async fn run(
 /// the other scenarios).
 fn check_plan(plan: &BotsPlan) -> Result<Vec<Border>, BotsError> {
     match plan.scenario {
-        Scenario::Idle | Scenario::Wander => Ok(Vec::new()),
+        Scenario::Idle | Scenario::Wander | Scenario::Swarm | Scenario::Churn => Ok(Vec::new()),
         Scenario::Geo => match plan.geo {
             Some(_) => Ok(Vec::new()),
             None => Err(BotsError::GeoWithoutMatrix),
@@ -262,91 +713,165 @@ fn check_plan(plan: &BotsPlan) -> Result<Vec<Border>, BotsError> {
             }
             Ok(borders)
         }
-        other @ (Scenario::Swarm | Scenario::Churn) => {
-            Err(BotsError::ScenarioNotBuilt(other.as_str()))
-        }
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one bot's whole context, called once"
-)]
+/// How one session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionEnd {
+    /// The run is over (its duration, or `stop`).
+    RunOver,
+    /// The bot's play time is up (`churn`): it leaves and joins again.
+    PlayOver,
+    /// The session ended without the bot (kicked, lost, failed handoff).
+    Lost,
+}
+
+/// One bot: joins, plays, and (with `churn`) leaves and joins again, until the run is over.
 async fn bot(
     i: u32,
-    plan: &BotsPlan,
-    borders: &[Border],
+    ctx: &BotCtx,
     endpoint: &quinn::Endpoint,
     home: Option<&str>,
-    run_started: Instant,
     mut stop: watch::Receiver<bool>,
-    progress: &watch::Sender<BotsProgress>,
 ) -> BotResult {
+    let plan = &*ctx.plan;
+    let progress = &ctx.progress;
     let mut r = BotResult::default();
     let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(plan.seed.wrapping_add(u64::from(i)));
-    let name = format!("bot-{i}");
-    let join_started = Instant::now();
-    let joined = loop {
-        match lobby::join(
-            endpoint,
-            plan.lobby,
-            plan.lobby_pin,
-            &name,
-            None,
-            &plan.quic,
-        )
-        .await
-        {
-            Ok(j) => break j,
-            Err(e) => {
-                // Retry while the lobby says so (no shard yet, shared state not reachable).
-                if let Some(after) = e.retry_after()
-                    && join_started.elapsed() < Duration::from_secs(15)
-                {
-                    tokio::time::sleep(after).await;
-                    continue;
-                }
-                return fail(r, progress, join_error_kind(&e));
+    let name = bot_name(&plan.name_prefix, i);
+    let run_end = deadline(ctx.run_started, plan.duration);
+    let mut first = true;
+    loop {
+        let join_started = Instant::now();
+        let session_end = match plan.scenario {
+            Scenario::Churn => {
+                let secs = rng.random_range(CHURN_PLAY);
+                run_end.min(join_started + Duration::from_secs_f32(secs))
             }
-        }
-    };
-    if let (Some(geo), Some(home)) = (&plan.geo, home) {
-        let region_of = |id: &meridian_protocol::ShardId| {
-            joined
-                .candidates
-                .shards
-                .iter()
-                .find(|c| &c.shard == id)
-                .map(|c| c.region.clone())
+            _ => run_end,
         };
-        let true_rtt = |region: &str| geo.matrix.rtt(home, region);
-        let best = joined
-            .candidates
-            .shards
-            .iter()
-            .filter_map(|c| true_rtt(&c.region))
-            .min();
-        let chosen = region_of(&joined.grant.shard.shard).and_then(|reg| true_rtt(&reg));
-        r.optimal = Some(chosen.is_some() && chosen == best);
+        let joined = tokio::select! {
+            j = join_shard(plan, endpoint, &name) => j,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (joined, session) = match joined {
+            Ok(ok) => ok,
+            Err(kind) => {
+                record_error(&mut r, progress, kind);
+                if first {
+                    progress.send_modify(|p| p.join_failures += 1);
+                }
+                break;
+            }
+        };
+        if first && let (Some(geo), Some(home)) = (&plan.geo, home) {
+            r.optimal = Some(routed_optimally(&joined, &geo.matrix, home));
+        }
+        r.tick_hz.get_or_insert(session.welcome().tick_hz);
+        let end = play(
+            i,
+            ctx,
+            &mut r,
+            session,
+            join_started,
+            session_end,
+            &mut rng,
+            &mut stop,
+        )
+        .await;
+        if first && r.join_ms.is_empty() {
+            progress.send_modify(|p| p.join_failures += 1);
+        }
+        first = false;
+        if end != SessionEnd::PlayOver || Instant::now() >= run_end || *stop.borrow() {
+            break;
+        }
     }
-    let mut session = match ShardSession::connect(
+    r
+}
+
+/// Joins through the lobby (retried under [`JOIN_RETRY`]) and opens the session with the shard
+/// granted; on failure, the error kind for the report.
+async fn join_shard(
+    plan: &BotsPlan,
+    endpoint: &quinn::Endpoint,
+    name: &str,
+) -> Result<(LobbyJoin, ShardSession), &'static str> {
+    let joined = with_retry(JOIN_RETRY, || {
+        lobby::join(endpoint, plan.lobby, plan.lobby_pin, name, None, &plan.quic)
+    })
+    .await
+    .map_err(|end| match end {
+        RetryEnd::Exhausted { .. } => "lobby_connect",
+        RetryEnd::Fatal(e) => join_error_kind(&e),
+    })?;
+    let session = ShardSession::connect(
         endpoint,
         joined.addr,
         joined.grant.shard.cert_sha256,
-        joined.grant.ticket,
+        joined.grant.ticket.clone(),
         &plan.quic,
     )
     .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            let kind = match e {
-                crate::session::SessionError::Rejected(_) => "shard_rejected",
-                _ => "shard_connect",
-            };
-            return fail(r, progress, kind);
-        }
-    };
+    .map_err(|e| match e {
+        SessionError::Rejected(_) => "shard_rejected",
+        _ => "shard_connect",
+    })?;
+    Ok((joined, session))
+}
+
+/// Whether the lobby granted the shard with the lowest true round trip from `home`, among the
+/// candidates it offered.
+fn routed_optimally(joined: &LobbyJoin, matrix: &LatencyMatrix, home: &str) -> bool {
+    let true_rtt = |region: &str| matrix.rtt(home, region);
+    let best = joined
+        .candidates
+        .shards
+        .iter()
+        .filter_map(|c| true_rtt(&c.region))
+        .min();
+    let chosen = joined
+        .candidates
+        .shards
+        .iter()
+        .find(|c| c.shard == joined.grant.shard.shard)
+        .and_then(|c| true_rtt(&c.region));
+    let optimal = chosen.is_some() && chosen == best;
+    if !optimal {
+        let measured: Vec<String> = joined
+            .rtts
+            .iter()
+            .map(|(s, rtt)| format!("{s}={:.1}ms", rtt.as_secs_f64() * 1000.0))
+            .collect();
+        tracing::debug!(
+            home, shard = %joined.grant.shard.shard, measured = %measured.join(","),
+            "not routed to the nearest shard"
+        );
+    }
+    optimal
+}
+
+/// Plays one session until `until`, the end of the run, `stop`, or the session's end; leaves
+/// unless the session was lost.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one session's whole context, called once per session"
+)]
+async fn play(
+    i: u32,
+    ctx: &BotCtx,
+    r: &mut BotResult,
+    mut session: ShardSession,
+    join_started: Instant,
+    until: Instant,
+    rng: &mut rand_pcg::Pcg64Mcg,
+    stop: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let plan = &*ctx.plan;
+    let progress = &ctx.progress;
+    r.sessions += 1;
+    let run_end = deadline(ctx.run_started, plan.duration);
     let hz = u32::from(session.welcome().tick_hz.max(1));
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / hz);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -356,17 +881,22 @@ async fn bot(
     let walker_seed: u64 = rng.random();
     let mut walker: Option<CrossWalker> = None;
     let mut next_turn = Instant::now() + Duration::from_millis(rng.random_range(1000..4000));
-    let mut next_rtt = Instant::now() + Duration::from_secs(1);
+    let mut next_sample = Instant::now() + Duration::from_secs(1);
     let mut play_started = None;
-    let end = run_started + plan.duration;
-    loop {
+    // What was last added to the progress' byte counts.
+    let mut counted = (0u64, 0u64);
+    let end = loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.wait_for(|s| *s) => break SessionEnd::RunOver,
         }
         let now = Instant::now();
-        if now >= end {
-            break;
+        if now >= until {
+            break if now >= run_end {
+                SessionEnd::RunOver
+            } else {
+                SessionEnd::PlayOver
+            };
         }
         let throttle = match plan.scenario {
             Scenario::Idle => 0.0,
@@ -374,7 +904,7 @@ async fn bot(
                 // The entity id changes at a handoff; `own_entity` follows it.
                 Some(me) => {
                     let w = walker.get_or_insert_with(|| {
-                        CrossWalker::new(borders, me.pos, dithers, walker_seed)
+                        CrossWalker::new(&ctx.borders, me.pos, dithers, walker_seed)
                             .expect("invariant: check_plan found at least one border")
                     });
                     let (h, t) = w.steer(now, me.pos);
@@ -383,7 +913,16 @@ async fn bot(
                 }
                 None => 0.0,
             },
-            _ => {
+            Scenario::Swarm => match session.own_entity() {
+                // The point follows the zone: after a handoff, the new zone's centre.
+                Some(me) => {
+                    let (h, t) = steer_to(me.pos, swarm_point(&session.welcome().bounds));
+                    heading = h;
+                    t
+                }
+                None => 0.0,
+            },
+            Scenario::Wander | Scenario::Geo | Scenario::Churn => {
                 if now >= next_turn {
                     heading = rng.random_range(0.0..std::f32::consts::TAU);
                     next_turn = now + Duration::from_millis(rng.random_range(1000..4000));
@@ -392,18 +931,33 @@ async fn bot(
             }
         };
         if session.send_input(heading, throttle, 0).is_err() {
-            r.disconnected = true;
-            break;
+            break SessionEnd::Lost;
         }
         if play_started.is_none() && session.stats().latest_tick.is_some() {
             play_started = Some(now);
-            r.join_ms = Some(join_started.elapsed().as_secs_f64() * 1000.0);
-            progress.send_modify(|p| p.playing += 1);
+            r.join_ms
+                .push(join_started.elapsed().as_secs_f64() * 1000.0);
+            let first_join = r.join_ms.len() == 1;
+            progress.send_modify(|p| {
+                p.playing += 1;
+                p.joins += 1;
+                p.joined += u32::from(first_join);
+            });
         }
-        if now >= next_rtt {
-            next_rtt = now + Duration::from_secs(1);
-            r.rtt_ms
-                .push(session.connection().rtt().as_secs_f64() * 1000.0);
+        if now >= next_sample {
+            next_sample = now + Duration::from_secs(1);
+            let rtt = session.connection().rtt().as_secs_f64() * 1000.0;
+            r.rtt_ms.push(rtt);
+            let stats = session.stats();
+            let delta = (stats.bytes_down - counted.0, stats.bytes_up - counted.1);
+            counted = (stats.bytes_down, stats.bytes_up);
+            progress.send_modify(|p| {
+                if let Some(slot) = p.rtt_ms.get_mut(i as usize) {
+                    *slot = rtt as f32;
+                }
+                p.bytes_down += delta.0;
+                p.bytes_up += delta.1;
+            });
         }
         let mut ended = false;
         while let Some(ev) = session.try_event() {
@@ -415,40 +969,58 @@ async fn bot(
                 }
                 SessionEvent::HandoffFailed { .. } => {
                     r.handoffs_failed += 1;
-                    r.error.get_or_insert_with(|| "handoff_failed".into());
+                    record_error(r, progress, "handoff_failed");
+                    progress.send_modify(|p| p.handoffs_failed += 1);
                     ended = true;
                 }
                 SessionEvent::Score { .. } | SessionEvent::Chat { .. } => {}
             }
         }
         if ended {
-            r.disconnected = true;
-            break;
+            break SessionEnd::Lost;
         }
-    }
+    };
     let stats = session.stats();
-    r.snapshots = stats.snapshots;
-    r.bytes_down = stats.bytes_down;
-    r.bytes_up = stats.bytes_up;
-    r.play_s = play_started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    if r.join_ms.is_none() {
-        r.error = Some("no_snapshot".into());
-        progress.send_modify(|p| p.join_failures += 1);
-    } else {
-        progress.send_modify(|p| p.playing -= 1);
+    r.snapshots += stats.snapshots;
+    r.bytes_down += stats.bytes_down;
+    r.bytes_up += stats.bytes_up;
+    r.play_s += play_started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let delta = (
+        stats.bytes_down.saturating_sub(counted.0),
+        stats.bytes_up.saturating_sub(counted.1),
+    );
+    let was_playing = play_started.is_some();
+    progress.send_modify(|p| {
+        if was_playing {
+            p.playing -= 1;
+        }
+        if let Some(slot) = p.rtt_ms.get_mut(i as usize) {
+            *slot = 0.0;
+        }
+        p.bytes_down += delta.0;
+        p.bytes_up += delta.1;
+    });
+    // A later session that the end of the run cut before its first snapshot failed nothing;
+    // a first one, or one that had its whole play time, did.
+    if !was_playing && (r.sessions == 1 || end != SessionEnd::RunOver) {
+        record_error(r, progress, "no_snapshot");
     }
-    if r.disconnected {
+    if end == SessionEnd::Lost {
+        r.disconnected = true;
         progress.send_modify(|p| p.disconnects += 1);
     } else {
         session.leave().await;
+        if was_playing {
+            r.leaves += 1;
+            progress.send_modify(|p| p.leaves += 1);
+        }
     }
-    r
+    end
 }
 
-fn fail(mut r: BotResult, progress: &watch::Sender<BotsProgress>, kind: &str) -> BotResult {
-    r.error = Some(kind.to_owned());
-    progress.send_modify(|p| p.join_failures += 1);
-    r
+fn record_error(r: &mut BotResult, progress: &watch::Sender<BotsProgress>, kind: &str) {
+    r.errors.push(kind.to_owned());
+    progress.send_modify(|p| p.errors += 1);
 }
 
 fn join_error_kind(e: &LobbyJoinError) -> &'static str {
@@ -459,15 +1031,35 @@ fn join_error_kind(e: &LobbyJoinError) -> &'static str {
     }
 }
 
+/// The report of a run that could not start its bots: every bot a join failure of `kind`.
+pub fn unstarted_report(count: u32, elapsed: Duration, kind: &str) -> Report {
+    let mut errors = BTreeMap::new();
+    if count > 0 {
+        errors.insert(kind.to_owned(), count);
+    }
+    Report {
+        schema: report::REPORT_SCHEMA,
+        bots: count,
+        duration_s: elapsed.as_secs_f64(),
+        join_failures: count,
+        errors,
+        ..Report::default()
+    }
+}
+
 fn summarize(plan: &BotsPlan, elapsed: Duration, results: Vec<BotResult>) -> Report {
-    let mut join: Vec<f64> = results.iter().filter_map(|r| r.join_ms).collect();
+    let mut join: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.join_ms.iter().copied())
+        .collect();
+    let joined = results.iter().filter(|r| !r.join_ms.is_empty()).count() as u32;
     let mut rtt: Vec<f64> = results
         .iter()
         .flat_map(|r| r.rtt_ms.iter().copied())
         .collect();
     let playing: Vec<&BotResult> = results
         .iter()
-        .filter(|r| r.join_ms.is_some() && r.play_s > 0.5)
+        .filter(|r| !r.join_ms.is_empty() && r.play_s > 0.5)
         .collect();
     let per_s = |f: &dyn Fn(&BotResult) -> u64| -> Vec<f64> {
         playing.iter().map(|r| f(r) as f64 / r.play_s).collect()
@@ -483,8 +1075,12 @@ fn summarize(plan: &BotsPlan, elapsed: Duration, results: Vec<BotResult>) -> Rep
         }
     };
     let mut errors = BTreeMap::new();
-    for e in results.iter().filter_map(|r| r.error.as_ref()) {
+    for e in results.iter().flat_map(|r| r.errors.iter()) {
         *errors.entry(e.clone()).or_insert(0) += 1;
+    }
+    let not_started = results.iter().filter(|r| r.not_started).count() as u32;
+    if not_started > 0 {
+        errors.insert(NOT_STARTED.to_owned(), not_started);
     }
     let routed: Vec<bool> = results.iter().filter_map(|r| r.optimal).collect();
     let mut blackouts: Vec<f64> = results
@@ -492,13 +1088,21 @@ fn summarize(plan: &BotsPlan, elapsed: Duration, results: Vec<BotResult>) -> Rep
         .flat_map(|r| r.blackouts_ms.iter().copied())
         .collect();
     let handoffs_failed = results.iter().map(|r| r.handoffs_failed).sum();
+    let churn = (plan.scenario == Scenario::Churn).then(|| Churn {
+        joins: join.len() as u32,
+        leaves: results.iter().map(|r| r.leaves).sum(),
+    });
     Report {
         schema: report::REPORT_SCHEMA,
         bots: plan.count,
         duration_s: elapsed.as_secs_f64(),
-        tick_hz: 0,
-        joined: join.len() as u32,
-        join_failures: plan.count - join.len() as u32,
+        tick_hz: results
+            .iter()
+            .filter_map(|r| r.tick_hz)
+            .max()
+            .map_or(0, u32::from),
+        joined,
+        join_failures: plan.count.saturating_sub(joined),
         join_ms: JoinMs {
             p50: report::percentile(&mut join, 0.5),
             p90: report::percentile(&mut join, 0.9),
@@ -531,6 +1135,7 @@ fn summarize(plan: &BotsPlan, elapsed: Duration, results: Vec<BotResult>) -> Rep
         },
         shards: Vec::new(),
         audit: None,
+        churn,
     }
 }
 
@@ -855,6 +1460,7 @@ mod tests {
             quic: QuicConfig::default(),
             seed: 1,
             world,
+            name_prefix: "bot".into(),
         }
     }
 
@@ -925,7 +1531,7 @@ mod tests {
     }
 
     #[test]
-    fn cross_needs_a_world_with_a_border_and_swarm_is_not_built() {
+    fn cross_needs_a_world_with_a_border_and_geo_a_matrix() {
         assert!(matches!(
             check_plan(&plan(Scenario::Cross, None)),
             Err(BotsError::CrossWithoutWorld)
@@ -948,10 +1554,20 @@ mod tests {
                 .len(),
             3
         );
-        assert!(matches!(
-            check_plan(&plan(Scenario::Swarm, None)),
-            Err(BotsError::ScenarioNotBuilt("swarm"))
-        ));
+        for runs in [
+            Scenario::Idle,
+            Scenario::Wander,
+            Scenario::Swarm,
+            Scenario::Churn,
+        ] {
+            assert_eq!(
+                check_plan(&plan(runs, None))
+                    .expect("runs without a world")
+                    .len(),
+                0,
+                "{runs}"
+            );
+        }
         assert!(matches!(
             check_plan(&plan(Scenario::Geo, None)),
             Err(BotsError::GeoWithoutMatrix)
@@ -1097,5 +1713,352 @@ mod tests {
         // Near the end of a stretch, crossings keep off the corner.
         let w = CrossWalker::new(&borders, [990.0, 1.0], false, 1).expect("walker");
         assert_eq!(w.target()[1], END_MARGIN);
+    }
+
+    #[test]
+    fn lobby_retries_are_bounded_and_back_off() {
+        assert_eq!(SURVEY_RETRY.attempts, 3);
+        assert_eq!(SURVEY_RETRY.pause(1), Duration::from_millis(250));
+        assert_eq!(SURVEY_RETRY.pause(2), Duration::from_millis(500));
+        // Three tries of 1.5 s and two pauses: about five seconds before giving up.
+        assert_eq!(SURVEY_RETRY.budget(), Duration::from_millis(5250));
+        let huge = LobbyRetry {
+            attempts: 100,
+            timeout: Duration::from_secs(1),
+            backoff: Duration::from_secs(1),
+        };
+        assert_eq!(
+            huge.pause(64),
+            Duration::from_secs(1 << 16),
+            "capped doubling"
+        );
+        let none = LobbyRetry {
+            attempts: 0,
+            ..SURVEY_RETRY
+        };
+        assert_eq!(none.budget(), SURVEY_RETRY.timeout, "at least one try");
+    }
+
+    fn unavailable() -> LobbyJoinError {
+        LobbyJoinError::Rejected(RejectMsg {
+            reason: meridian_protocol::handshake::RejectReason::Unavailable { retry_after_ms: 1 },
+            detail: "no shard is available".into(),
+        })
+    }
+
+    const FAST: LobbyRetry = LobbyRetry {
+        attempts: 3,
+        timeout: Duration::from_secs(5),
+        backoff: Duration::from_millis(1),
+    };
+
+    #[tokio::test]
+    async fn retries_use_up_tries_on_failures_but_not_on_retry_after() {
+        // Two "retry after" answers and two lost connections, then an answer: within 3 tries.
+        let mut script = vec![
+            Err(unavailable()),
+            Err(LobbyJoinError::Closed),
+            Err(unavailable()),
+            Err(LobbyJoinError::Closed),
+            Ok(7),
+        ]
+        .into_iter();
+        let mut calls = 0;
+        let got = with_retry(FAST, || {
+            calls += 1;
+            let next = script.next().expect("not called past the script");
+            async move { next }
+        })
+        .await;
+        assert!(matches!(got, Ok(7)));
+        assert_eq!(calls, 5);
+        // Three lost connections: given up after the third, naming the last failure.
+        let mut calls = 0;
+        let got = with_retry(FAST, || {
+            calls += 1;
+            async { Err::<(), _>(LobbyJoinError::Closed) }
+        })
+        .await;
+        assert!(
+            matches!(&got, Err(RetryEnd::Exhausted { attempts: 3, detail }) if detail.contains("closed")),
+            "{:?}",
+            got.as_ref().err().map(|_| ())
+        );
+        assert_eq!(calls, 3);
+        // A failure retrying cannot cure stops at once.
+        let mut calls = 0;
+        let got = with_retry(FAST, || {
+            calls += 1;
+            async { Err::<(), _>(LobbyJoinError::Unexpected) }
+        })
+        .await;
+        assert!(matches!(
+            got,
+            Err(RetryEnd::Fatal(LobbyJoinError::Unexpected))
+        ));
+        assert_eq!(calls, 1);
+        // A try that never answers counts as failed after its timeout.
+        let slow = LobbyRetry {
+            attempts: 2,
+            timeout: Duration::from_millis(20),
+            backoff: Duration::from_millis(1),
+        };
+        let got = with_retry(slow, || {
+            std::future::pending::<Result<(), LobbyJoinError>>()
+        })
+        .await;
+        assert!(
+            matches!(&got, Err(RetryEnd::Exhausted { attempts: 2, detail }) if detail.contains("no answer")),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lobby_that_is_not_there_is_given_up_after_the_tries() {
+        // A port held by a plain UDP socket: nothing answers QUIC there.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        let quic = QuicConfig::default();
+        let endpoint =
+            client_endpoint(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), &quic).expect("endpoint");
+        let retry = LobbyRetry {
+            attempts: 3,
+            timeout: Duration::from_millis(200),
+            backoff: Duration::from_millis(10),
+        };
+        let err = survey_lobby(&endpoint, addr, [7; 32], "bot-0", &quic, retry)
+            .await
+            .expect_err("nobody there");
+        assert!(
+            matches!(&err, BotsError::LobbyUnreachable { addr: a, attempts: 3, .. } if *a == addr),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "cannot reach the lobby at {addr} after 3 attempts: "
+            )),
+            "{msg}"
+        );
+    }
+
+    const SMALL: &str = "region,a,b,c\na,1,10,20\nb,10,2,30\nc,20,30,3\n";
+
+    fn surveyed(region: &str, port: u16) -> SurveyedShard {
+        SurveyedShard {
+            shard: ShardId::new(format!("shard-{port}")).expect("id"),
+            zone: ZoneId::new("z").expect("zone"),
+            region: region.into(),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        }
+    }
+
+    #[test]
+    fn geo_plans_come_from_the_regions_the_lobby_reports() {
+        let matrix = LatencyMatrix::parse(SMALL).expect("matrix");
+        let shards = [surveyed("A", 1), surveyed("c", 2)];
+        let plan = geo_plan(matrix.clone(), &[], &shards, 0.2, 0.01).expect("plan");
+        assert_eq!(plan.home_regions, ["a", "b", "c"], "every region once");
+        assert_eq!(
+            plan.shards,
+            [
+                (SocketAddr::from((Ipv4Addr::LOCALHOST, 1)), "a".to_owned()),
+                (SocketAddr::from((Ipv4Addr::LOCALHOST, 2)), "c".to_owned())
+            ]
+        );
+        let weighted = geo_plan(
+            matrix.clone(),
+            &[("B".into(), 2), ("a".into(), 1)],
+            &shards,
+            0.0,
+            0.0,
+        )
+        .expect("plan");
+        assert_eq!(weighted.home_regions, ["b", "a", "b"]);
+        // An unknown home region is named, with the known ones.
+        let err = geo_plan(matrix.clone(), &[("mars".into(), 1)], &shards, 0.0, 0.0)
+            .expect_err("unknown home");
+        assert!(matches!(&err, BotsError::UnknownRegion(u) if u.region == "mars"));
+        let msg = err.to_string();
+        assert!(msg.contains("\"mars\"") && msg.contains("a, b, c"), "{msg}");
+        // A shard in a region the matrix does not name cannot be conditioned.
+        let err = geo_plan(matrix, &[], &[surveyed("pluto", 3)], 0.0, 0.0)
+            .expect_err("unknown shard region");
+        assert!(
+            matches!(&err, BotsError::ShardRegionUnknown { region, .. } if region == "pluto"),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("shard-3") && msg.contains("\"pluto\"") && msg.contains("a, b, c"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn weighted_regions_are_spread_through_the_turns() {
+        let w = |v: &[(&str, u32)]| -> Vec<(String, u32)> {
+            v.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect()
+        };
+        assert_eq!(
+            spread_regions(&w(&[("a", 3), ("b", 1)])),
+            ["a", "a", "b", "a"]
+        );
+        assert_eq!(
+            spread_regions(&w(&[("x", 1), ("y", 1), ("z", 1)])),
+            ["x", "y", "z"]
+        );
+        let many = spread_regions(&w(&[("a", 5), ("b", 3), ("c", 2)]));
+        assert_eq!(many.len(), 10);
+        for (name, k) in [("a", 5), ("b", 3), ("c", 2)] {
+            assert_eq!(many.iter().filter(|n| *n == name).count(), k, "{many:?}");
+        }
+        assert!(spread_regions(&[]).is_empty());
+    }
+
+    #[test]
+    fn swarm_bots_walk_to_the_middle_of_their_zone_and_stop() {
+        let bounds = ZoneBoundsMsg {
+            min_x: 1000.0,
+            min_y: 0.0,
+            max_x: 2000.0,
+            max_y: 1000.0,
+        };
+        let p = swarm_point(&bounds);
+        assert_eq!(p, [1500.0, 500.0]);
+        let (h, t) = steer_to([1000.0, 500.0], p);
+        assert_eq!(t, 1.0);
+        assert!(h.abs() < 1e-6, "east: {h}");
+        let (h, t) = steer_to([1500.0, 600.0], p);
+        assert_eq!(t, 1.0);
+        assert!((h + std::f32::consts::FRAC_PI_2).abs() < 1e-6, "south: {h}");
+        let (_, t) = steer_to([1502.0, 500.0], p);
+        assert!(t > 0.0 && t < 1.0, "slowing: {t}");
+        assert_eq!(steer_to([1500.2, 500.0], p).1, 0.0, "arrived");
+        assert_eq!(steer_to([f32::NAN, 500.0], p), (0.0, 0.0));
+        assert_eq!(steer_to([f32::INFINITY, 500.0], p), (0.0, 0.0));
+        // A bot under this steering ends within the arrival radius.
+        let mut pos = [1010.0f32, 20.0];
+        for _ in 0..30 * 200 {
+            let (h, t) = steer_to(pos, p);
+            pos = [
+                pos[0] + h.cos() * t * 8.0 / 30.0,
+                pos[1] + h.sin() * t * 8.0 / 30.0,
+            ];
+        }
+        assert!(dist(pos, p) <= SWARM_ARRIVE, "{pos:?}");
+    }
+
+    #[test]
+    fn reports_count_bots_joins_and_leaves() {
+        let churn = BotsPlan {
+            count: 4,
+            ..plan(Scenario::Churn, None)
+        };
+        let results = vec![
+            // Joined three times, left three times.
+            BotResult {
+                join_ms: vec![10.0, 20.0, 30.0],
+                leaves: 3,
+                play_s: 9.0,
+                snapshots: 270,
+                tick_hz: Some(30),
+                ..BotResult::default()
+            },
+            // Joined once, then lost.
+            BotResult {
+                join_ms: vec![40.0],
+                disconnected: true,
+                play_s: 2.0,
+                snapshots: 60,
+                errors: vec!["handoff_failed".into()],
+                ..BotResult::default()
+            },
+            // Never joined.
+            BotResult {
+                errors: vec!["lobby_connect".into()],
+                ..BotResult::default()
+            },
+            BotResult {
+                not_started: true,
+                ..BotResult::default()
+            },
+        ];
+        let r = summarize(&churn, Duration::from_secs(10), results);
+        assert_eq!((r.bots, r.joined, r.join_failures), (4, 2, 2));
+        assert_eq!(
+            r.churn,
+            Some(Churn {
+                joins: 4,
+                leaves: 3
+            })
+        );
+        assert_eq!(r.join_ms.max, 40.0);
+        assert_eq!(r.join_ms.p50, 20.0);
+        assert_eq!(r.disconnects, 1);
+        assert_eq!(r.tick_hz, 30);
+        assert_eq!(r.snapshots_per_s.mean, 30.0);
+        let errors: Vec<(&str, u32)> = r.errors.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(
+            errors,
+            [
+                ("handoff_failed", 1),
+                ("lobby_connect", 1),
+                (NOT_STARTED, 1)
+            ]
+        );
+        let wander = summarize(&plan(Scenario::Wander, None), Duration::ZERO, Vec::new());
+        assert_eq!(wander.churn, None);
+    }
+
+    #[test]
+    fn a_run_that_could_not_start_reports_every_bot_failed() {
+        let r = unstarted_report(20, Duration::from_secs(5), "lobby_unreachable");
+        assert_eq!(
+            (r.schema, r.bots, r.joined, r.join_failures),
+            (1, 20, 0, 20)
+        );
+        assert_eq!(r.errors.get("lobby_unreachable"), Some(&20));
+        assert!(unstarted_report(0, Duration::ZERO, "x").errors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_run_without_bots_lasts_until_stopped() {
+        let plan = BotsPlan {
+            count: 0,
+            duration: Duration::from_secs(3600),
+            ..plan(Scenario::Wander, None)
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (progress_tx, _progress_rx) = watch::channel(BotsProgress::default());
+        let mut run = tokio::spawn(run(plan, stop_rx, progress_tx));
+        tokio::select! {
+            r = &mut run => panic!("ended before being stopped: {:?}", r.map(|r| r.map(|r| r.bots))),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        stop_tx.send(true).expect("run listens");
+        let report = run.await.expect("task").expect("report");
+        assert_eq!(
+            (report.bots, report.joined, report.join_failures),
+            (0, 0, 0)
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+    }
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        assert!(deadline(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
+    }
+
+    #[test]
+    fn progress_takes_the_median_round_trip_of_the_bots_playing() {
+        let mut p = BotsProgress::default();
+        assert_eq!(p.rtt_ms_p50(), None);
+        p.rtt_ms = vec![0.0, 30.0, 10.0, 0.0, 20.0];
+        assert_eq!(p.rtt_ms_p50(), Some(20.0));
     }
 }

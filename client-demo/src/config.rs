@@ -226,11 +226,20 @@ pub struct BotsConfig {
     /// What the bots do.
     pub scenario: Scenario,
     /// CSV of round-trip times between regions for the link conditioner (the format of
-    /// `shared/data/rtt-10-regions.csv`).
+    /// `deploy/latency/rtt-10-regions.csv`). The `geo` scenario uses that built-in matrix when
+    /// unset; with another scenario a matrix conditions the bots' links all the same.
     pub latency_matrix: Option<PathBuf>,
-    /// Regions the bots are spread over, comma-separated names of the latency matrix
-    /// (`dallas,frankfurt,tokyo`).
+    /// Home regions the bots are spread over, in turn: comma-separated names of the latency
+    /// matrix, each with an optional whole weight (`dallas:3,frankfurt,tokyo`: three bots from
+    /// Dallas for each one from Frankfurt and from Tokyo). Every region of the matrix, once, if
+    /// unset. Needs a matrix.
     pub regions: Option<String>,
+    /// World map (TOML, the format of `deploy/worlds/dev.toml`) the shards run: the `cross`
+    /// scenario walks over the borders of its zones. Required by `cross`.
+    pub world: Option<PathBuf>,
+    /// Seed of the bots' random choices (headings, churn periods); random if unset, and
+    /// logged, so that a run can be repeated.
+    pub seed: Option<u64>,
     /// Where to write the JSON report; none if unset.
     pub report: Option<PathBuf>,
 }
@@ -247,6 +256,8 @@ impl Default for BotsConfig {
             scenario: Scenario::Wander,
             latency_matrix: None,
             regions: None,
+            world: None,
+            seed: None,
             report: None,
         }
     }
@@ -327,18 +338,90 @@ pub enum ConfigError {
     /// No bots.
     #[error("count must be at least 1")]
     ZeroCount,
+    /// More bots than one process runs.
+    #[error("count {count} is more than {max} bots in one process; run several `meridian bots`")]
+    TooManyBots {
+        /// The count given.
+        count: u32,
+        /// [`MAX_BOTS`].
+        max: u32,
+    },
+    /// A duration longer than a run may last.
+    #[error("{field} `{value}` is longer than {max_days} days")]
+    DurationTooLong {
+        /// The field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// The limit, days.
+        max_days: u64,
+    },
     /// A ramp of zero would never start a bot.
     #[error("ramp must be at least 1 bot per second")]
     ZeroRamp,
     /// The duration cannot be read.
     #[error(transparent)]
     Duration(#[from] DurationError),
-    /// A region name is empty or has characters other than `[A-Za-z0-9._-]`.
-    #[error("regions `{value}` must be comma-separated names of letters, digits, '-', '_' or '.'")]
+    /// A region name is empty or has characters other than `[A-Za-z0-9._-]`, or its weight
+    /// is not a whole number from 1 to [`MAX_REGION_WEIGHT`].
+    #[error(
+        "regions `{value}` must be comma-separated names of letters, digits, '-', '_' or '.', \
+         each with an optional weight `:N` (1 to {MAX_REGION_WEIGHT}), like `dallas:3,tokyo`"
+    )]
     BadRegions {
         /// The value given.
         value: String,
     },
+    /// Home regions without a latency matrix to place them in.
+    #[error("--regions needs a latency matrix: set --latency-matrix FILE or --scenario geo")]
+    RegionsWithoutMatrix,
+    /// The `cross` scenario without the world map.
+    #[error(
+        "scenario `cross` needs --world FILE, the world map the shards run, to find the zone borders"
+    )]
+    CrossWithoutWorld,
+}
+
+/// The most bots one `meridian bots` process runs.
+pub const MAX_BOTS: u32 = 100_000;
+
+/// The longest a bots run may last.
+pub const MAX_BOTS_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest weight of a region in [`BotsConfig::regions`].
+pub const MAX_REGION_WEIGHT: u32 = 1000;
+
+/// Reads home regions written `name[:weight],…` (see [`BotsConfig::regions`]): each name with
+/// its weight (1 if not given), in the order given. Names are not checked against a matrix.
+pub fn parse_regions(value: &str) -> Result<Vec<(String, u32)>, ConfigError> {
+    let bad = || ConfigError::BadRegions {
+        value: value.to_owned(),
+    };
+    let name_ok = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    let mut out = Vec::new();
+    for item in value.split(',') {
+        let (name, weight) = match item.split_once(':') {
+            Some((name, weight)) => {
+                let weight = weight.trim();
+                if weight.is_empty() || !weight.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let weight: u32 = weight.parse().map_err(|_| bad())?;
+                (name.trim(), weight)
+            }
+            None => (item.trim(), 1),
+        };
+        if !name_ok(name) || !(1..=MAX_REGION_WEIGHT).contains(&weight) {
+            return Err(bad());
+        }
+        out.push((name.to_owned(), weight));
+    }
+    Ok(out)
 }
 
 /// Reads a certificate fingerprint: 64 hexadecimal characters, optionally `:`-separated pairs
@@ -409,26 +492,42 @@ impl BotsConfig {
         if self.count == 0 {
             return Err(ConfigError::ZeroCount);
         }
+        if self.count > MAX_BOTS {
+            return Err(ConfigError::TooManyBots {
+                count: self.count,
+                max: MAX_BOTS,
+            });
+        }
         if self.ramp == 0 {
             return Err(ConfigError::ZeroRamp);
         }
-        if self.run_for()?.is_zero() {
+        let duration = self.run_for()?;
+        if duration.is_zero() {
             return Err(ConfigError::ZeroDuration { field: "duration" });
         }
+        if duration > MAX_BOTS_DURATION {
+            return Err(ConfigError::DurationTooLong {
+                field: "duration",
+                value: self.duration.clone(),
+                max_days: MAX_BOTS_DURATION.as_secs() / 86_400,
+            });
+        }
         if let Some(regions) = &self.regions {
-            let name_ok = |name: &str| {
-                !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            };
-            if !regions.split(',').map(str::trim).all(name_ok) {
-                return Err(ConfigError::BadRegions {
-                    value: regions.clone(),
-                });
+            parse_regions(regions)?;
+            if !self.conditions_links() {
+                return Err(ConfigError::RegionsWithoutMatrix);
             }
         }
+        if self.scenario == Scenario::Cross && self.world.is_none() {
+            return Err(ConfigError::CrossWithoutWorld);
+        }
         Ok(())
+    }
+
+    /// Whether the bots' links go through the link conditioner: with a latency matrix, or in
+    /// the `geo` scenario (which uses the built-in matrix without one).
+    pub fn conditions_links(&self) -> bool {
+        self.latency_matrix.is_some() || self.scenario == Scenario::Geo
     }
 
     /// How long the test runs, from `duration`.
@@ -730,28 +829,123 @@ mod tests {
         .expect_err("bad");
         assert!(bad.to_string().contains("`3 weeks`"), "{bad}");
         assert_eq!(bots().run_for(), Ok(Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn bots_regions() {
         assert_eq!(
             BotsConfig {
-                regions: Some("eu, us-east,ap.1".into()),
+                count: MAX_BOTS,
+                duration: "8760h".into(),
                 ..bots()
             }
             .validate(),
             Ok(())
         );
-        for bad in ["", "eu,,us", "eu;us", "eu,"] {
+        let many = BotsConfig {
+            count: MAX_BOTS + 1,
+            ..bots()
+        }
+        .validate()
+        .expect_err("too many");
+        assert_eq!(
+            many,
+            ConfigError::TooManyBots {
+                count: MAX_BOTS + 1,
+                max: MAX_BOTS
+            }
+        );
+        assert!(many.to_string().contains("100001"), "{many}");
+        let long = BotsConfig {
+            duration: "8761h".into(),
+            ..bots()
+        }
+        .validate()
+        .expect_err("too long");
+        assert!(
+            long.to_string().contains("`8761h`") && long.to_string().contains("365 days"),
+            "{long}"
+        );
+        assert!(matches!(
+            BotsConfig {
+                duration: format!("{}h", u64::MAX / 3600),
+                ..bots()
+            }
+            .validate(),
+            Err(ConfigError::DurationTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn bots_regions() {
+        let geo = || BotsConfig {
+            scenario: Scenario::Geo,
+            ..bots()
+        };
+        assert_eq!(
+            BotsConfig {
+                regions: Some("eu, us-east,ap.1".into()),
+                ..geo()
+            }
+            .validate(),
+            Ok(())
+        );
+        for bad in [
+            "", "eu,,us", "eu;us", "eu,", "eu:0", "eu:", "eu:x", "eu:-1", "eu:1001", ":3", "eu:1:2",
+        ] {
             assert_eq!(
                 BotsConfig {
                     regions: Some(bad.into()),
-                    ..bots()
+                    ..geo()
                 }
                 .validate(),
                 Err(ConfigError::BadRegions { value: bad.into() }),
                 "{bad:?}"
             );
         }
+        let msg = parse_regions("eu:0").expect_err("zero weight").to_string();
+        assert!(msg.contains("`eu:0`") && msg.contains("weight"), "{msg}");
+        assert_eq!(
+            parse_regions("dallas:3, tokyo ,eu : 2"),
+            Ok(vec![
+                ("dallas".to_owned(), 3),
+                ("tokyo".to_owned(), 1),
+                ("eu".to_owned(), 2)
+            ])
+        );
+        assert_eq!(
+            parse_regions(&format!("a:{MAX_REGION_WEIGHT}")),
+            Ok(vec![("a".to_owned(), MAX_REGION_WEIGHT)])
+        );
+    }
+
+    #[test]
+    fn bots_regions_need_a_matrix_and_cross_needs_the_world() {
+        let with_regions = BotsConfig {
+            regions: Some("tokyo".into()),
+            ..bots()
+        };
+        assert_eq!(
+            with_regions.validate(),
+            Err(ConfigError::RegionsWithoutMatrix)
+        );
+        assert!(!with_regions.conditions_links());
+        let with_matrix = BotsConfig {
+            latency_matrix: Some("m.csv".into()),
+            ..with_regions.clone()
+        };
+        assert_eq!(with_matrix.validate(), Ok(()));
+        assert!(with_matrix.conditions_links());
+        let cross = BotsConfig {
+            scenario: Scenario::Cross,
+            ..bots()
+        };
+        let err = cross.validate().expect_err("no world");
+        assert_eq!(err, ConfigError::CrossWithoutWorld);
+        assert!(err.to_string().contains("--world"), "{err}");
+        assert_eq!(
+            BotsConfig {
+                world: Some("w.toml".into()),
+                ..cross
+            }
+            .validate(),
+            Ok(())
+        );
     }
 }

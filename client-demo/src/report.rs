@@ -46,6 +46,19 @@ pub struct Report {
     /// (`meridian dev` does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSummary>,
+    /// Joins and leaves of a `churn` run (absent from other runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<Churn>,
+}
+
+/// The comings and goings of a `churn` run: each bot plays a while, leaves, and joins again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Churn {
+    /// Sessions that reached play (first joins included).
+    pub joins: u32,
+    /// Of those, the sessions the bots ended themselves by leaving (the last one at the end of
+    /// the run included); the others were lost (`disconnects`).
+    pub leaves: u32,
 }
 
 /// The ownership audit: every player known to shared state should be owned by exactly one
@@ -279,6 +292,30 @@ mod tests {
         }
         let back: Report = serde_json::from_value(with).expect("round trip");
         assert_eq!(back.audit, Some(audit));
+    }
+
+    #[test]
+    fn churn_appears_only_when_filled_under_its_contract_names() {
+        let without = serde_json::to_value(Report::default()).expect("json");
+        assert!(without.get("churn").is_none(), "{without}");
+        let with = serde_json::to_value(Report {
+            churn: Some(Churn {
+                joins: 7,
+                leaves: 5,
+            }),
+            ..Report::default()
+        })
+        .expect("json");
+        assert_eq!(with["churn"]["joins"], 7, "{with}");
+        assert_eq!(with["churn"]["leaves"], 5, "{with}");
+        let back: Report = serde_json::from_value(with).expect("round trip");
+        assert_eq!(
+            back.churn,
+            Some(Churn {
+                joins: 7,
+                leaves: 5
+            })
+        );
     }
 
     #[test]
