@@ -856,6 +856,10 @@ struct Sustained {
     client_failures: u64,
     shard_failures: u64,
     abandoned: u64,
+    /// Connections both shards closed for sending no hello in time (whole run).
+    hello_timeouts: u64,
+    /// Hellos both shards refused for a replayed ticket (whole run).
+    replays: u64,
     lost: usize,
     endings: BTreeMap<String, usize>,
     blackouts: Vec<Duration>,
@@ -929,6 +933,8 @@ async fn sustained_phase(args: &Args, window: Duration) -> Result<Sustained> {
         .map_err(|e| format!("the audit could not read the store: {e}"));
     let shard_failures = world.metric(|m| &m.handoffs_failed);
     let abandoned = world.metric(|m| &m.handoffs_abandoned);
+    let hello_timeouts = world.metric(|m| &m.hello_timeouts);
+    let replays = world.metric(|m| &m.rejected_replay);
     let lost = ends.iter().filter(|e| e.ended.is_some()).count();
     let mut endings = BTreeMap::new();
     for e in &ends {
@@ -958,6 +964,8 @@ async fn sustained_phase(args: &Args, window: Duration) -> Result<Sustained> {
         client_failures,
         shard_failures,
         abandoned,
+        hello_timeouts,
+        replays,
         lost,
         endings,
         blackouts,
@@ -1023,9 +1031,12 @@ impl Sustained {
             "0 / 0".into(),
         );
         t.row(
-            "  shards' handoffs_abandoned",
-            self.abandoned.to_string(),
-            "0".into(),
+            "  shards' handoffs_abandoned / hello_timeouts / rejected_replay",
+            format!(
+                "{} / {} / {}",
+                self.abandoned, self.hello_timeouts, self.replays
+            ),
+            "0 / 0 / 0".into(),
         );
         t.row(
             "  bots lost",
