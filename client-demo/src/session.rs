@@ -15,7 +15,8 @@
 //!    [`WARM_IDLE`] is closed). A failure is logged and counted, never fatal.
 //! 2. [`ShardControlMsg::Handoff`]: on the early connection (or a new one) the driver sends the
 //!    hello with the handoff ticket and waits for the welcome, retrying once on a fresh
-//!    connection. Meanwhile inputs still go to the old shard, which ignores them.
+//!    connection when the ticket was not spent (no connection, or "unavailable, retry").
+//!    Meanwhile inputs still go to the old shard, which ignores them.
 //! 3. On the welcome, inputs and pings go to the new shard: the first datagrams repeat every
 //!    input the old shard had not acknowledged (at least [`INPUT_REDUNDANCY`], at most
 //!    [`MAX_REDUNDANT_INPUTS`]), so inputs sent during the switch are not lost; the old
@@ -164,7 +165,8 @@ pub enum SessionEvent {
         blackout: Duration,
     },
     /// The shard that now owns the player could not be joined (refused, unreachable, no
-    /// welcome in time), even after one retry; [`SessionEvent::Closed`] follows.
+    /// welcome in time), after one retry where the ticket allowed it; [`SessionEvent::Closed`]
+    /// follows.
     HandoffFailed {
         /// The shard named by the handoff.
         shard: ShardId,
@@ -944,10 +946,28 @@ async fn switch_shard(
         Ok(s) => return Ok(s),
         Err(e) => e,
     };
+    if !worth_retrying(&first) {
+        // The ticket is single-use: once the shard read the hello, the same ticket again can
+        // only be refused as a replay.
+        return Err(first.to_string());
+    }
     debug!(error = %first, used_early, "handoff attempt failed; retrying on a fresh connection");
     attempt_switch(&endpoint, &quic_cfg, &target, None)
         .await
         .map_err(|second| format!("{second} (first attempt: {first})"))
+}
+
+/// A failed handoff attempt is retried when the ticket was not spent: the connection could not
+/// be made, or the shard said "unavailable, retry" (it forgets the nonce then).
+fn worth_retrying(error: &SessionError) -> bool {
+    match error {
+        SessionError::Connect { .. } | SessionError::Address { .. } => true,
+        SessionError::Rejected(r) => matches!(
+            r.reason,
+            meridian_protocol::handshake::RejectReason::Unavailable { .. }
+        ),
+        _ => false,
+    }
 }
 
 impl Driver {

@@ -457,3 +457,64 @@ async fn border_holds_while_redis_is_away_and_opens_when_it_returns() {
         .expect("record");
     assert_eq!(rec.owner, Some(shard("shard-b")));
 }
+
+/// A handoff refused for a passing reason (Redis did not answer in time) leaves the ticket
+/// usable: the same ticket is admitted once Redis answers again, instead of being refused as
+/// a replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_refused_as_unavailable_can_be_presented_again() {
+    let p = pair().await;
+    let lease_a = p.a.lease().expect("a's lease");
+    let player = PlayerId(12);
+    p.store.claim_player(player, &lease_a).await.expect("claim");
+    let state = PlayerState {
+        pos: [204.0, 60.0],
+        vel: [0.0, 0.0],
+        score: 0,
+        last_input: 0,
+    };
+    let moved = p
+        .store
+        .transfer_player(player, &lease_a, &p.b.shard, &p.b.zone, &state)
+        .await
+        .expect("transfer");
+    assert!(matches!(moved, TransferOutcome::Transferred { .. }));
+    let t = ticket(
+        &key(),
+        TicketKind::Handoff,
+        &p.b.shard,
+        &p.b.zone,
+        12,
+        now_ms() + 20_000,
+    );
+    // Redis stops answering for 2 s: b's acceptance times out (500 ms).
+    let paused = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &p.redis.port().to_string(),
+            "CLIENT",
+            "PAUSE",
+            "2000",
+            "ALL",
+        ])
+        .output()
+        .expect("redis-cli runs (scripts/test.sh installs redis-tools)");
+    assert!(paused.status.success(), "{paused:?}");
+    let ep = endpoint();
+    let quic = QuicConfig::default();
+    match ShardSession::connect(&ep, p.b.local_addr, p.b.cert_sha256, t.clone(), &quic).await {
+        Err(SessionError::Rejected(r)) => assert!(
+            matches!(r.reason, RejectReason::Unavailable { .. }),
+            "{r:?}"
+        ),
+        other => panic!(
+            "admitted while Redis was paused: {:?}",
+            other.map(|s| s.welcome())
+        ),
+    }
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let s = ShardSession::connect(&ep, p.b.local_addr, p.b.cert_sha256, t, &quic)
+        .await
+        .expect("the same ticket is admitted once Redis answers");
+    assert_eq!(s.welcome().shard, p.b.shard);
+}

@@ -35,6 +35,12 @@ impl NonceCache {
         }
     }
 
+    /// Forgets `nonce`: its ticket was refused for a passing reason (shared state out of reach)
+    /// after the nonce was recorded, so the client may present it again.
+    pub fn forget(&mut self, nonce: u64) {
+        self.seen.remove(&nonce);
+    }
+
     /// Nonces remembered.
     pub fn len(&self) -> usize {
         self.seen.len()
@@ -49,6 +55,18 @@ impl NonceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_nonce_is_accepted_again() {
+        let mut c = NonceCache::default();
+        assert_eq!(c.use_once(9, 5_000, 0), Ok(()));
+        c.forget(9);
+        assert_eq!(c.use_once(9, 5_000, 10), Ok(()));
+        assert_eq!(
+            c.use_once(9, 5_000, 20),
+            Err(TicketError::Replayed { nonce: 9 })
+        );
+    }
 
     #[test]
     fn replay_is_refused_until_expiry_then_forgotten() {

@@ -396,6 +396,28 @@ async fn read_hello(
         .use_once(claims.nonce, claims.expires_at_ms, now)
         .map_err(bad_ticket)?;
     let player = claims.player;
+    let nonce = claims.nonce;
+    let admitted = admit_in_world(shared, player, kind).await;
+    if let Err(RejectMsg {
+        reason: RejectReason::Unavailable { .. },
+        ..
+    }) = &admitted
+    {
+        // Refused for a passing reason: the same ticket may come back.
+        if let Ok(mut nonces) = shared.nonces.lock() {
+            nonces.forget(nonce);
+        }
+    }
+    admitted
+}
+
+/// In a multi-zone world, claims the player's ownership (join) or accepts its transfer
+/// (handoff); alone, admits join tickets as they are.
+async fn admit_in_world(
+    shared: &NetShared,
+    player: PlayerId,
+    kind: TicketKind,
+) -> Result<(PlayerId, Option<Arrival>), RejectMsg> {
     let Some(cluster) = &shared.cluster else {
         if kind == TicketKind::Handoff {
             ShardMetrics::inc(&shared.metrics.rejected_ticket);
