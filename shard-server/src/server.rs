@@ -207,6 +207,9 @@ impl ShardHandle {
         let record = self.record.clone();
         let status = self.status.clone();
         let draining = self.draining.clone();
+        // A shard without its zone's lease admits nobody: it says so as draining, so that
+        // lobbies stop routing to it and neighbours stop handing players to it.
+        let lease = self.lease.as_ref().map(|(_, rx)| rx.clone());
         let mut stopped = self.shutdown.subscribe();
         self.registry = Some(registry.clone());
         self.heartbeat = Some(registry.spawn_heartbeat(
@@ -214,7 +217,8 @@ impl ShardHandle {
                 let players = status.lock().map(|s| s.players).unwrap_or(0);
                 ShardRecord {
                     load: u32::try_from(players).unwrap_or(u32::MAX),
-                    draining: draining.load(Ordering::Relaxed),
+                    draining: draining.load(Ordering::Relaxed)
+                        || lease.as_ref().is_some_and(|rx| rx.borrow().is_none()),
                     ..record.clone()
                 }
             },

@@ -269,6 +269,23 @@ async fn lease_loss_stops_the_shard_serving_its_zone() {
         "a knows it lost the lease: {:?}",
         a.lease()
     );
+    // Its registry record says draining (heartbeats every second): lobbies and neighbours
+    // stop sending players to it.
+    let mut draining = false;
+    for _ in 0..40 {
+        draining = c
+            .store
+            .live_shards()
+            .await
+            .expect("registry")
+            .iter()
+            .any(|l| l.record.id == a.shard && l.record.draining);
+        if draining {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(draining, "a's record says draining while it has no lease");
     let mut answer = holdings(&a).await;
     for _ in 0..40 {
         if answer.players.is_empty() {
