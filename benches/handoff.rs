@@ -838,6 +838,17 @@ impl Blackout {
             format!("{} / {}", self.failures, self.lost),
             "0 / 0".into(),
         );
+        // For scripts/bench.sh.
+        let tag = if link == "loopback" {
+            "loopback"
+        } else {
+            "rtt"
+        };
+        t.note(&format!(
+            "RESULT handoff_{tag}_p99_ms={:.3}\nRESULT handoff_{tag}_baseline_ms={goal_ms:.3}\nRESULT handoff_{tag}_count={}",
+            p99.map_or(f64::NAN, ms),
+            self.blackouts.len()
+        ));
     }
 }
 

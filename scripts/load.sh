@@ -51,32 +51,9 @@ if ! command -v jq >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq jq >/dev/null
 fi
 
-# Pinning: the server on CPU 0, the clients on CPU 1 (when the machine has two).
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
-  PIN_SERVER=(taskset -c 0)
-  PIN_CLIENTS=(taskset -c 1)
-else
-  say "fewer than 2 CPUs or no taskset: not pinning (figures will be noisier)"
-  PIN_SERVER=()
-  PIN_CLIENTS=()
-fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/meridian-load.XXXXXX")"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null; done
-  for _ in 1 2 3 4 5 6 7 8 9 10; do
-    local alive=0
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ "$alive" -eq 0 ] && break
-    sleep 0.5
-  done
-  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
-  return 0
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+RUN_NAME=load
+# shellcheck source=scripts/lib/procs.sh
+source scripts/lib/procs.sh
 
 # --- build -----------------------------------------------------------------------------------
 say "cargo build --release"

@@ -10,6 +10,8 @@ say() { printf '\n== %s\n' "$*"; }
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+# tests/report_html.rs opens the bots' HTML report in a headless browser.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]}"
   SUDO=""
@@ -37,5 +39,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo test --workspace"
 cargo test --workspace --locked
+
+# The bench suite, short: keeps every measurement runnable (figures are not judged here).
+say "scripts/bench.sh --quick"
+scripts/bench.sh --quick
 
 say "all checks passed"

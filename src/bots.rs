@@ -20,7 +20,8 @@ use meridian_client::config::{
     BotsConfig, ConfigError, DurationError, parse_cert_sha256, parse_regions,
 };
 use meridian_client::latency::{self, LatencyMatrix, LatencyMatrixError};
-use meridian_client::report::Report;
+use meridian_client::report::{Report, ShardPoint};
+use meridian_client::report_html::{self, ReportHtmlError};
 use meridian_cluster::world::{WorldMap, WorldMapError};
 use meridian_protocol::quic::QuicConfig;
 use std::future::Future;
@@ -78,6 +79,9 @@ pub enum BotsRoleError {
         /// The report's errors, `kind × n`.
         errors: String,
     },
+    /// The HTML page of the report could not be made or written.
+    #[error(transparent)]
+    Html(#[from] ReportHtmlError),
     /// The report could not be written.
     #[error("cannot write the report {path}: {source}", path = path.display())]
     Report {
@@ -98,6 +102,7 @@ impl BotsRoleError {
             | BotsRoleError::Duration(_)
             | BotsRoleError::Matrix(_)
             | BotsRoleError::World(_)
+            | BotsRoleError::Html(ReportHtmlError::SamePath { .. })
             | BotsRoleError::Bots(
                 BotsError::UnknownRegion(_)
                 | BotsError::ShardRegionUnknown { .. }
@@ -162,6 +167,10 @@ pub async fn run(cfg: BotsConfig, shutdown: impl Future<Output = ()>) -> Result<
     let tag: [u8; 3] = meridian_protocol::ticket::random_bytes();
     let name_prefix = format!("bot-{}", meridian_protocol::ticket::to_hex(&tag));
     let report_path = cfg.report.as_deref();
+    if let Some(path) = report_path {
+        report_html::html_path(path)?;
+    }
+    let shard_metrics = cfg.shard_metrics_addrs()?;
     let started = Instant::now();
     let quic = QuicConfig::default();
     let bind: SocketAddr = if lobby.is_ipv6() {
@@ -231,6 +240,8 @@ pub async fn run(cfg: BotsConfig, shutdown: impl Future<Output = ()>) -> Result<
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let (progress_tx, progress_rx) = watch::channel(BotsProgress::default());
+    let (scrape_done, scrape_stop) = tokio::sync::oneshot::channel();
+    let scraper = tokio::spawn(scrape_shards(shard_metrics, Instant::now(), scrape_stop));
     let mut task = tokio::spawn(bots::run(plan, stop_rx, progress_tx));
     let mut display = Display::new(cfg.count, std::io::stderr().is_terminal());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -246,9 +257,15 @@ pub async fn run(cfg: BotsConfig, shutdown: impl Future<Output = ()>) -> Result<
         }
     };
     display.finish();
+    let _ = scrape_done.send(());
+    // A scraper that failed leaves the report without the shards' timeline, nothing else.
+    let shard_timeline = scraper.await.unwrap_or_default();
     let interrupted = *stop_tx.borrow();
     let report = match result {
-        Ok(Ok(report)) => report,
+        Ok(Ok(report)) => Report {
+            shard_timeline,
+            ..report
+        },
         Ok(Err(err)) => {
             let report = bots::unstarted_report(cfg.count, started.elapsed(), unstarted_kind(&err));
             finish_report(report_path, &report)?;
@@ -271,14 +288,87 @@ pub async fn run(cfg: BotsConfig, shutdown: impl Future<Output = ()>) -> Result<
     Ok(())
 }
 
-/// Writes `report` to `path` if one was asked for.
+/// Writes `report` to `path` if one was asked for, and its HTML page next to it.
 fn finish_report(path: Option<&Path>, report: &Report) -> Result<(), BotsRoleError> {
     let Some(path) = path else {
         return Ok(());
     };
     write_report(path, report)?;
-    info!(path = %path.display(), "report written");
+    let html = report_html::write_html(report, path)?;
+    info!(path = %path.display(), html = %html.display(), "report written");
     Ok(())
+}
+
+/// What the report charts of a shard's `GET /status` (the shard's `TickStatus`).
+#[derive(serde::Deserialize)]
+struct ScrapedStatus {
+    players: u64,
+    recent: ScrapedTimes,
+}
+
+/// Tick time over the last second.
+#[derive(serde::Deserialize)]
+struct ScrapedTimes {
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The point of the shard at admin endpoint `shard` whose status reads `body`, `t_s` seconds
+/// into the run; `None` when `body` is not a tick status.
+fn shard_point(t_s: f64, shard: &str, body: &str) -> Option<ShardPoint> {
+    let st: ScrapedStatus = serde_json::from_str(body).ok()?;
+    Some(ShardPoint {
+        t_s,
+        shard: shard.to_owned(),
+        tick_ms_p50: st.recent.p50_ms,
+        tick_ms_p99: st.recent.p99_ms,
+        players: u32::try_from(st.players).unwrap_or(u32::MAX),
+    })
+}
+
+/// Reads the tick status of each admin endpoint in `addrs` once a second until `done`; an
+/// endpoint that does not answer, or answers something else, gives no point that second.
+async fn scrape_shards(
+    addrs: Vec<String>,
+    started: Instant,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<ShardPoint> {
+    let mut points = Vec::new();
+    if addrs.is_empty() {
+        return points;
+    }
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_millis(800))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot make the shard metrics client: no tick chart");
+            return points;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut done => break,
+        }
+        let t_s = started.elapsed().as_secs_f64();
+        for addr in &addrs {
+            let url = format!("http://{addr}/status");
+            let body = match client.get(&url).send().await {
+                Ok(resp) => resp.text().await,
+                Err(e) => Err(e),
+            };
+            match body.map(|b| shard_point(t_s, addr, &b)) {
+                Ok(Some(p)) => points.push(p),
+                Ok(None) => tracing::debug!(%addr, "shard metrics: not a tick status"),
+                Err(e) => tracing::debug!(%addr, error = %e, "shard metrics: no answer"),
+            }
+        }
+    }
+    points
 }
 
 /// Writes `report` as pretty JSON.
@@ -503,6 +593,61 @@ mod tests {
     }
 
     #[test]
+    fn shard_status_reads_the_last_second_and_refuses_anything_else() {
+        let body = r#"{"tick":9,"players":4,"entities":6,"overruns":0,
+            "recent":{"p50_ms":1.5,"p99_ms":3.25,"max_ms":4.0},
+            "total":{"p50_ms":9.0,"p99_ms":9.0,"max_ms":9.0}}"#;
+        assert_eq!(
+            shard_point(2.0, "127.0.0.1:7201", body),
+            Some(ShardPoint {
+                t_s: 2.0,
+                shard: "127.0.0.1:7201".to_owned(),
+                tick_ms_p50: 1.5,
+                tick_ms_p99: 3.25,
+                players: 4,
+            })
+        );
+        for bad in [
+            "",
+            "not json",
+            "{}",
+            r#"{"players":-1,"recent":{"p50_ms":1,"p99_ms":2}}"#,
+            r#"{"players":1,"recent":{"p50_ms":"x","p99_ms":2}}"#,
+            "<html>404</html>",
+        ] {
+            assert_eq!(shard_point(1.0, "a:1", bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn scraping_nothing_or_a_dead_endpoint_gives_no_points() {
+        let (done, stop) = tokio::sync::oneshot::channel();
+        let _ = done.send(());
+        assert!(
+            scrape_shards(Vec::new(), Instant::now(), stop)
+                .await
+                .is_empty()
+        );
+        // A port nobody listens on: bound, then dropped.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = free.local_addr().expect("addr").to_string();
+        drop(free);
+        let (done, stop) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(scrape_shards(vec![addr], Instant::now(), stop));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let _ = done.send(());
+        assert!(task.await.expect("task").is_empty());
+    }
+
+    #[test]
+    fn a_report_named_like_its_page_is_refused_as_a_usage_error() {
+        let err = BotsRoleError::from(
+            report_html::html_path(Path::new("r.html")).expect_err("same path"),
+        );
+        assert_eq!(err.exit_code(), 2, "{err}");
+    }
+
+    #[test]
     fn reports_are_written_as_json_and_a_bad_path_is_named() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("r.json");
@@ -511,6 +656,8 @@ mod tests {
         let back: Report =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
         assert_eq!(back, report);
+        let page = std::fs::read_to_string(dir.path().join("r.html")).expect("the page too");
+        assert_eq!(page.matches("<svg").count(), report_html::PLOT_TITLES.len());
         finish_report(None, &report).expect("nothing asked, nothing written");
         let bad = dir.path().join("missing").join("r.json");
         let err = finish_report(Some(&bad), &report).expect_err("no such directory");

@@ -675,6 +675,10 @@ pub struct BotsArgs {
     /// [default: none]
     #[arg(long, env = "MERIDIAN_REPORT", value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Shards' admin endpoints, host:port,host:port…: the bots read their tick status once a
+    /// second for the report's tick-time chart [default: none]
+    #[arg(long, env = "MERIDIAN_SHARD_METRICS", value_name = "ADDRS")]
+    pub shard_metrics: Option<String>,
 }
 
 impl RoleArgs for BotsArgs {
@@ -699,6 +703,7 @@ impl RoleArgs for BotsArgs {
             world,
             seed,
             report,
+            shard_metrics,
         } = self;
         set_some(&mut c.lobby, lobby);
         set_some(&mut c.cert_sha256, cert_sha256);
@@ -712,6 +717,7 @@ impl RoleArgs for BotsArgs {
         set_some(&mut c.world, world);
         set_some(&mut c.seed, seed);
         set_some(&mut c.report, report);
+        set_some(&mut c.shard_metrics, shard_metrics);
     }
 }
 
@@ -1008,6 +1014,22 @@ mod tests {
             )
         );
         assert!(try_parse(&["meridian", "bots", "--seed", "-1"]).is_err());
+        let Command::Bots(args) = parse(&[
+            "meridian",
+            "bots",
+            "--shard-metrics",
+            "127.0.0.1:7201,127.0.0.1:7202",
+        ])
+        .command
+        else {
+            panic!("bots");
+        };
+        let mut config = BotsConfig::default();
+        args.overlay(&mut config);
+        assert_eq!(
+            config.shard_metrics.as_deref(),
+            Some("127.0.0.1:7201,127.0.0.1:7202")
+        );
         let Command::Dev(args) =
             parse(&["meridian", "dev", "--lobby-listen", "127.0.0.1:0"]).command
         else {

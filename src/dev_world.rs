@@ -9,7 +9,8 @@ use crate::dev::DevConfig;
 use meridian_client::bots::{self, BotsPlan, BotsProgress, GeoPlan, WorldLayout};
 use meridian_client::config::Scenario;
 use meridian_client::latency;
-use meridian_client::report::{AuditSummary, Report, ShardReport};
+use meridian_client::report::{AuditSummary, Report, ShardPoint, ShardReport};
+use meridian_client::report_html::{self, ReportHtmlError};
 use meridian_cluster::registry::{Registry, RegistryConfig};
 use meridian_cluster::store::{StoreConfig, StoreHandle};
 use meridian_cluster::world::WorldMap;
@@ -55,6 +56,9 @@ pub enum DevError {
     /// The world map could not be read.
     #[error(transparent)]
     World(#[from] meridian_cluster::world::WorldMapError),
+    /// The HTML page of the report could not be made or written.
+    #[error(transparent)]
+    Html(#[from] ReportHtmlError),
     /// The report could not be written.
     #[error("cannot write the report {path}: {source}")]
     Report {
@@ -70,6 +74,9 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
     let duration = cfg
         .run_for()
         .map_err(|e| DevError::Setting(e.to_string()))?;
+    if let Some(path) = &cfg.report {
+        report_html::html_path(path)?;
+    }
     let store = StoreHandle::open(&cfg.store, &StoreConfig::default()).await?;
     info!(backend = store.backend(), "store open");
     // One key for the lobby and the shards of this process.
@@ -159,7 +166,9 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
     info!(lobby = %lobby.local_addr, bots = cfg.bots, scenario = cfg.scenario.as_str(), "dev world running");
     let (stop_tx, stop_rx) = watch::channel(false);
     let (progress_tx, progress_rx) = watch::channel(BotsProgress::default());
+    let run_started = std::time::Instant::now();
     let mut bots_task = tokio::spawn(bots::run(plan, stop_rx, progress_tx));
+    let mut shard_timeline: Vec<ShardPoint> = Vec::new();
     let mut status = tokio::time::interval(Duration::from_secs(1));
     status.tick().await;
     tokio::pin!(shutdown);
@@ -187,7 +196,11 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
                 audit = Some(run_audit(&store).await);
                 let _ = stop_tx.send(true);
             }
-            _ = status.tick() => println!("{}", status_line(&shards, &progress_rx.borrow())),
+            _ = status.tick() => {
+                println!("{}", status_line(&shards, &progress_rx.borrow()));
+                let t_s = run_started.elapsed().as_secs_f64();
+                shard_timeline.extend(shards.iter().map(|s| shard_point(s, t_s)));
+            }
         }
     };
     let mut report = match result {
@@ -195,6 +208,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         Err(e) => return Err(DevError::Setting(format!("bots task failed: {e}"))),
     };
     report.tick_hz = u32::from(cfg.tick_hz);
+    report.shard_timeline = shard_timeline;
     if let Some(audit) = audit {
         let audit = audit?;
         println!(
@@ -240,7 +254,8 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
     );
     if let Some(path) = &cfg.report {
         write_report(path, &report)?;
-        info!(path = %path.display(), "report written");
+        let html = report_html::write_html(&report, path)?;
+        info!(path = %path.display(), html = %html.display(), "report written");
     }
     Ok(())
 }
@@ -284,6 +299,18 @@ fn shard_report(s: &ShardHandle) -> ShardReport {
         handoffs_out: m.handoffs_out.load(Ordering::Relaxed),
         handoffs_in: m.handoffs_in.load(Ordering::Relaxed),
         handoffs_failed: m.handoffs_failed.load(Ordering::Relaxed),
+    }
+}
+
+/// `s`'s tick time over the last second, `t_s` seconds into the run.
+fn shard_point(s: &ShardHandle, t_s: f64) -> ShardPoint {
+    let st = s.status();
+    ShardPoint {
+        t_s,
+        shard: s.shard.to_string(),
+        tick_ms_p50: st.recent.p50_ms,
+        tick_ms_p99: st.recent.p99_ms,
+        players: u32::try_from(st.players).unwrap_or(u32::MAX),
     }
 }
 

@@ -23,7 +23,8 @@ use crate::config::Scenario;
 use crate::latency::{LatencyMatrix, UnknownRegion};
 use crate::lobby::{self, LobbyJoin, LobbyJoinError};
 use crate::report::{
-    self, Churn, Handoffs, JoinMs, Mean, MeanMax, MeanMin, Report, Routing, RttMs,
+    self, Churn, Handoffs, Histograms, JoinMs, Mean, MeanMax, MeanMin, Report, Routing, RttMs,
+    TimelinePoint,
 };
 use crate::session::{
     SessionError, SessionEvent, ShardSession, client_endpoint, connect_pinned, resolve_shard_addr,
@@ -202,6 +203,8 @@ pub struct BotsProgress {
     pub bytes_down: u64,
     /// Bytes sent by all bots so far, updated about once a second per bot.
     pub bytes_up: u64,
+    /// Snapshots received by all bots so far, updated about once a second per bot.
+    pub snapshots: u64,
     /// Each bot's latest round trip to its shard, milliseconds (0 while not playing); indexed
     /// by bot.
     pub rtt_ms: Vec<f32>,
@@ -218,6 +221,85 @@ impl BotsProgress {
             .collect();
         (!v.is_empty()).then(|| report::percentile(&mut v, 0.5))
     }
+}
+
+/// The report's timeline, built from [`BotsProgress`] read once a second: each reading after
+/// the first gives a point whose rates are the counters' growth since the previous one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Timeline {
+    /// The previous reading: its time and (snapshots, bytes down, bytes up).
+    last: Option<(f64, [u64; 3])>,
+    points: Vec<TimelinePoint>,
+}
+
+impl Timeline {
+    /// Takes the reading `p` made `t_s` seconds into the run. A reading no later than the
+    /// previous one, or at a time that is not finite, is ignored.
+    pub fn observe(&mut self, t_s: f64, p: &BotsProgress) {
+        if !t_s.is_finite() {
+            return;
+        }
+        let now = [p.snapshots, p.bytes_down, p.bytes_up];
+        let Some((last_t, last)) = self.last else {
+            self.last = Some((t_s, now));
+            return;
+        };
+        let dt = t_s - last_t;
+        if dt <= 0.0 {
+            return;
+        }
+        self.last = Some((t_s, now));
+        let rate = |i: usize| {
+            if p.playing == 0 {
+                0.0
+            } else {
+                now[i].saturating_sub(last[i]) as f64 / dt / f64::from(p.playing)
+            }
+        };
+        self.points.push(TimelinePoint {
+            t_s,
+            playing: p.playing,
+            snapshots_per_s: rate(0),
+            down_bytes_per_s: rate(1),
+            up_bytes_per_s: rate(2),
+            rtt_ms_p50: p.rtt_ms_p50().unwrap_or(0.0),
+            handoffs: p.handoffs,
+            errors: p.errors,
+        });
+    }
+
+    /// The points so far, oldest first.
+    pub fn points(&self) -> &[TimelinePoint] {
+        &self.points
+    }
+
+    /// The points, oldest first.
+    pub fn into_points(self) -> Vec<TimelinePoint> {
+        self.points
+    }
+}
+
+/// Reads `progress` at the start of the run and once a second after, until `done`.
+async fn record_timeline(
+    progress: watch::Receiver<BotsProgress>,
+    started: Instant,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<TimelinePoint> {
+    let mut timeline = Timeline::default();
+    timeline.observe(0.0, &progress.borrow());
+    let second = Duration::from_secs(1);
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::from_std(started) + second, second);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                timeline.observe(started.elapsed().as_secs_f64(), &progress.borrow());
+            }
+            _ = &mut done => break,
+        }
+    }
+    timeline.into_points()
 }
 
 /// How reaching the lobby is retried: `attempts` tries of at most `timeout` each, the first
@@ -636,6 +718,12 @@ pub async fn run(
     progress.send_modify(|p| p.rtt_ms = vec![0.0; plan.count as usize]);
     let plan = Arc::new(plan);
     let started = Instant::now();
+    let (timeline_done, timeline_stop) = tokio::sync::oneshot::channel();
+    let timeline = tokio::spawn(record_timeline(
+        progress.subscribe(),
+        started,
+        timeline_stop,
+    ));
     let ctx = Arc::new(BotCtx {
         plan: plan.clone(),
         borders,
@@ -690,7 +778,11 @@ pub async fn run(
     for (_, ep) in &endpoints {
         ep.close(0u32.into(), b"done");
     }
-    Ok(summarize(&plan, started.elapsed(), results))
+    let _ = timeline_done.send(());
+    let mut report = summarize(&plan, started.elapsed(), results);
+    // A timeline task that failed leaves the report without its timeline, nothing else.
+    report.timeline = timeline.await.unwrap_or_default();
+    Ok(report)
 }
 
 /// Checks that the plan's scenario can run; returns the borders `cross` walks over (none for
@@ -885,6 +977,8 @@ async fn play(
     let mut play_started = None;
     // What was last added to the progress' byte counts.
     let mut counted = (0u64, 0u64);
+    // What was last added to the progress' snapshot count.
+    let mut counted_snapshots = 0u64;
     let end = loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -951,12 +1045,15 @@ async fn play(
             let stats = session.stats();
             let delta = (stats.bytes_down - counted.0, stats.bytes_up - counted.1);
             counted = (stats.bytes_down, stats.bytes_up);
+            let snapshots = stats.snapshots.saturating_sub(counted_snapshots);
+            counted_snapshots = stats.snapshots;
             progress.send_modify(|p| {
                 if let Some(slot) = p.rtt_ms.get_mut(i as usize) {
                     *slot = rtt as f32;
                 }
                 p.bytes_down += delta.0;
                 p.bytes_up += delta.1;
+                p.snapshots += snapshots;
             });
         }
         let mut ended = false;
@@ -990,6 +1087,7 @@ async fn play(
         stats.bytes_up.saturating_sub(counted.1),
     );
     let was_playing = play_started.is_some();
+    let snapshots = stats.snapshots.saturating_sub(counted_snapshots);
     progress.send_modify(|p| {
         if was_playing {
             p.playing -= 1;
@@ -999,6 +1097,7 @@ async fn play(
         }
         p.bytes_down += delta.0;
         p.bytes_up += delta.1;
+        p.snapshots += snapshots;
     });
     // A later session that the end of the run cut before its first snapshot failed nothing;
     // a first one, or one that had its whole play time, did.
@@ -1088,6 +1187,11 @@ fn summarize(plan: &BotsPlan, elapsed: Duration, results: Vec<BotResult>) -> Rep
         .flat_map(|r| r.blackouts_ms.iter().copied())
         .collect();
     let handoffs_failed = results.iter().map(|r| r.handoffs_failed).sum();
+    let histograms = Histograms {
+        join_ms: report::log_buckets(&join),
+        rtt_ms: report::log_buckets(&rtt),
+        blackout_ms: report::log_buckets(&blackouts),
+    };
     let churn = (plan.scenario == Scenario::Churn).then(|| Churn {
         joins: join.len() as u32,
         leaves: results.iter().map(|r| r.leaves).sum(),
@@ -1136,6 +1240,9 @@ fn summarize(plan: &BotsPlan, elapsed: Duration, results: Vec<BotResult>) -> Rep
         shards: Vec::new(),
         audit: None,
         churn,
+        timeline: Vec::new(),
+        histograms,
+        shard_timeline: Vec::new(),
     }
 }
 
@@ -2052,6 +2159,99 @@ mod tests {
             now + Duration::from_secs(5)
         );
         assert!(deadline(now, Duration::MAX) > now + Duration::from_secs(3600 * 24 * 365));
+    }
+
+    #[test]
+    fn the_timeline_gives_rates_per_bot_in_play_from_the_counters_growth() {
+        let mut t = Timeline::default();
+        let mut p = BotsProgress {
+            playing: 2,
+            snapshots: 100,
+            bytes_down: 1000,
+            bytes_up: 10,
+            rtt_ms: vec![10.0, 30.0, 20.0],
+            ..BotsProgress::default()
+        };
+        t.observe(0.0, &p);
+        assert!(t.points().is_empty(), "the first reading is the baseline");
+        p.snapshots += 120;
+        p.bytes_down += 4000;
+        p.bytes_up += 200;
+        p.handoffs = 3;
+        p.errors = 1;
+        t.observe(2.0, &p);
+        assert_eq!(
+            t.points(),
+            [TimelinePoint {
+                t_s: 2.0,
+                playing: 2,
+                snapshots_per_s: 30.0,
+                down_bytes_per_s: 1000.0,
+                up_bytes_per_s: 50.0,
+                rtt_ms_p50: 20.0,
+                handoffs: 3,
+                errors: 1,
+            }]
+        );
+        p.playing = 0;
+        p.rtt_ms = vec![0.0; 3];
+        t.observe(3.0, &p);
+        let last = t.points().last().cloned().expect("a second point");
+        assert_eq!(
+            (
+                last.playing,
+                last.snapshots_per_s,
+                last.rtt_ms_p50,
+                last.handoffs
+            ),
+            (0, 0.0, 0.0, 3),
+            "nobody playing, no rates"
+        );
+    }
+
+    #[test]
+    fn the_timeline_ignores_readings_out_of_order_or_at_no_time() {
+        let mut t = Timeline::default();
+        let p = BotsProgress {
+            playing: 1,
+            ..BotsProgress::default()
+        };
+        t.observe(f64::NAN, &p);
+        t.observe(5.0, &p);
+        t.observe(5.0, &p);
+        t.observe(4.0, &p);
+        t.observe(f64::INFINITY, &p);
+        assert!(t.points().is_empty(), "{:?}", t.points());
+        // A counter that went down (it never should) gives no negative rate.
+        let less = BotsProgress {
+            playing: 1,
+            snapshots: 0,
+            ..p.clone()
+        };
+        let more = BotsProgress { snapshots: 50, ..p };
+        t.observe(6.0, &more);
+        t.observe(7.0, &less);
+        let rates: Vec<f64> = t.points().iter().map(|p| p.snapshots_per_s).collect();
+        assert_eq!(rates, [50.0, 0.0]);
+    }
+
+    #[test]
+    fn reports_bucket_join_round_trip_and_blackout() {
+        let r = summarize(
+            &plan(Scenario::Wander, None),
+            Duration::from_secs(10),
+            vec![BotResult {
+                join_ms: vec![3.0, 40.0],
+                rtt_ms: vec![15.0],
+                blackouts_ms: vec![120.0],
+                ..BotResult::default()
+            }],
+        );
+        let total = |b: &[report::Bucket]| b.iter().map(|b| b.count).sum::<u64>();
+        assert_eq!(total(&r.histograms.join_ms), 2);
+        assert_eq!(r.histograms.join_ms.last().map(|b| b.le), Some(50.0));
+        assert_eq!(total(&r.histograms.rtt_ms), 1);
+        assert_eq!(r.histograms.blackout_ms.last().map(|b| b.le), Some(200.0));
     }
 
     #[test]

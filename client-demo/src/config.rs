@@ -240,8 +240,12 @@ pub struct BotsConfig {
     /// Seed of the bots' random choices (headings, churn periods); random if unset, and
     /// logged, so that a run can be repeated.
     pub seed: Option<u64>,
-    /// Where to write the JSON report; none if unset.
+    /// Where to write the JSON report (and, next to it, the HTML page: `r.json` → `r.html`);
+    /// none if unset.
     pub report: Option<PathBuf>,
+    /// Shards' admin endpoints (`host:port`, comma-separated) whose tick status the bots read
+    /// once a second for the report's tick-time chart; none if unset.
+    pub shard_metrics: Option<String>,
 }
 
 impl Default for BotsConfig {
@@ -259,6 +263,7 @@ impl Default for BotsConfig {
             world: None,
             seed: None,
             report: None,
+            shard_metrics: None,
         }
     }
 }
@@ -266,6 +271,12 @@ impl Default for BotsConfig {
 /// Why a [`ClientConfig`] or a [`BotsConfig`] was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// An entry of `--shard-metrics` is not `host:port`.
+    #[error("--shard-metrics: {entry:?} is not an admin endpoint host:port")]
+    BadShardMetrics {
+        /// The entry.
+        entry: String,
+    },
     /// The client has nowhere to go.
     #[error("no server: set --lobby (join through the lobby) or --shard with --ticket-key")]
     NoServer,
@@ -521,7 +532,31 @@ impl BotsConfig {
         if self.scenario == Scenario::Cross && self.world.is_none() {
             return Err(ConfigError::CrossWithoutWorld);
         }
+        self.shard_metrics_addrs()?;
         Ok(())
+    }
+
+    /// The admin endpoints of `shard_metrics`, each `host:port` with a port number; none if
+    /// unset.
+    pub fn shard_metrics_addrs(&self) -> Result<Vec<String>, ConfigError> {
+        let Some(list) = &self.shard_metrics else {
+            return Ok(Vec::new());
+        };
+        list.split(',')
+            .map(|entry| {
+                let entry = entry.trim();
+                let ok = entry
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if ok {
+                    Ok(entry.to_owned())
+                } else {
+                    Err(ConfigError::BadShardMetrics {
+                        entry: entry.to_owned(),
+                    })
+                }
+            })
+            .collect()
     }
 
     /// Whether the bots' links go through the link conditioner: with a latency matrix, or in
@@ -792,6 +827,43 @@ mod tests {
             lobby: Some(addr("127.0.0.1:7100")),
             insecure_dev: true,
             ..BotsConfig::default()
+        }
+    }
+
+    #[test]
+    fn shard_metrics_are_host_port_lists() {
+        assert_eq!(bots().shard_metrics_addrs(), Ok(Vec::new()));
+        let listed = BotsConfig {
+            shard_metrics: Some("127.0.0.1:7201, shard-b:7202,[::1]:7203".to_owned()),
+            ..bots()
+        };
+        assert_eq!(listed.validate(), Ok(()));
+        assert_eq!(
+            listed.shard_metrics_addrs(),
+            Ok(vec![
+                "127.0.0.1:7201".to_owned(),
+                "shard-b:7202".to_owned(),
+                "[::1]:7203".to_owned()
+            ])
+        );
+        for bad in [
+            "",
+            "host",
+            "host:",
+            ":7201",
+            "host:port",
+            "a:1,,b:2",
+            "h:70000",
+        ] {
+            let cfg = BotsConfig {
+                shard_metrics: Some(bad.to_owned()),
+                ..bots()
+            };
+            assert!(
+                matches!(cfg.validate(), Err(ConfigError::BadShardMetrics { .. })),
+                "{bad:?}: {:?}",
+                cfg.validate()
+            );
         }
     }
 

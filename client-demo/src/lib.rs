@@ -15,6 +15,7 @@
 //!   scenarios include `cross`, which walks over zone borders ([`bots::CrossWalker`] on the
 //!   borders of a [`bots::WorldLayout`]).
 //! - [`report`]: the run report (JSON; its field names are a contract).
+//! - [`report_html`]: the run report as an HTML page with charts, next to the JSON.
 //! - [`demo`]: the headless demo client of `meridian client`.
 //! - [`config`]: the configurations of `meridian client` and `meridian bots`.
 //! - [`conditioner`]: the link conditioner ([`conditioner::ConditionedSocket`]): per-destination
@@ -29,5 +30,6 @@ pub mod demo;
 pub mod latency;
 pub mod lobby;
 pub mod report;
+pub mod report_html;
 pub mod session;
 pub mod world;

@@ -49,6 +49,109 @@ pub struct Report {
     /// Joins and leaves of a `churn` run (absent from other runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<Churn>,
+    /// The run second by second, one point a second from the start of the bots.
+    #[serde(default)]
+    pub timeline: Vec<TimelinePoint>,
+    /// Distributions of join time, round trip and handoff blackout.
+    #[serde(default)]
+    pub histograms: Histograms,
+    /// Each shard's tick time second by second, when the run could read it (`meridian dev`
+    /// reads its own shards; `meridian bots` scrapes `--shard-metrics`).
+    #[serde(default)]
+    pub shard_timeline: Vec<ShardPoint>,
+}
+
+/// The bots at one second of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Seconds since the bots started.
+    pub t_s: f64,
+    /// Bots in play.
+    pub playing: u32,
+    /// Snapshots received per second, mean per bot in play (0 with none).
+    pub snapshots_per_s: f64,
+    /// Bytes received per second, mean per bot in play (0 with none).
+    pub down_bytes_per_s: f64,
+    /// Bytes sent per second, mean per bot in play (0 with none).
+    pub up_bytes_per_s: f64,
+    /// Median round trip of the bots in play, milliseconds (0 with none).
+    pub rtt_ms_p50: f64,
+    /// Handoffs completed since the start.
+    pub handoffs: u32,
+    /// Errors of every kind since the start.
+    pub errors: u32,
+}
+
+/// One shard at one second of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardPoint {
+    /// Seconds since the bots started.
+    pub t_s: f64,
+    /// The shard: its id, or the admin address it was scraped from.
+    pub shard: String,
+    /// Median tick time over the last second, milliseconds.
+    pub tick_ms_p50: f64,
+    /// 99th percentile tick time over the last second, milliseconds.
+    pub tick_ms_p99: f64,
+    /// Players connected.
+    pub players: u32,
+}
+
+/// The run's distributions, each a list of buckets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histograms {
+    /// Join time, milliseconds.
+    #[serde(default)]
+    pub join_ms: Vec<Bucket>,
+    /// Round trip, milliseconds.
+    #[serde(default)]
+    pub rtt_ms: Vec<Bucket>,
+    /// Handoff blackout, milliseconds.
+    #[serde(default)]
+    pub blackout_ms: Vec<Bucket>,
+}
+
+/// Values above the previous bucket's bound and at most `le`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Upper bound, inclusive.
+    pub le: f64,
+    /// Values in the bucket.
+    pub count: u64,
+}
+
+/// Upper bound of the first bucket of [`log_buckets`].
+pub const FIRST_BUCKET_LE: f64 = 1.0;
+
+/// `values` in log-spaced buckets whose bounds run 1, 2, 5, 10, 20, 50…, from the first up to
+/// the one that holds the largest value (every bucket listed, empty ones too). Values at or
+/// below 1 fall in the first bucket; values that are not finite are left out. No values, no
+/// buckets.
+pub fn log_buckets(values: &[f64]) -> Vec<Bucket> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    let Some(max) = finite.iter().copied().reduce(f64::max) else {
+        return Vec::new();
+    };
+    let mut buckets = Vec::new();
+    let mut decade = FIRST_BUCKET_LE;
+    'outer: loop {
+        for step in [1.0, 2.0, 5.0] {
+            let le = decade * step;
+            buckets.push(Bucket { le, count: 0 });
+            if le >= max {
+                break 'outer;
+            }
+        }
+        decade *= 10.0;
+    }
+    for v in finite {
+        let i = buckets
+            .iter()
+            .position(|b| v <= b.le)
+            .expect("invariant: the last bound is at least the largest value");
+        buckets[i].count += 1;
+    }
+    buckets
 }
 
 /// The comings and goings of a `churn` run: each bot plays a while, leaves, and joins again.
@@ -331,6 +434,84 @@ mod tests {
                 ..Handoffs::default()
             }
         );
+    }
+
+    #[test]
+    fn buckets_are_log_spaced_and_hold_every_finite_value() {
+        let b = log_buckets(&[0.2, 1.0, 1.5, 3.0, 7.0, 19.0, 20.0, 21.0]);
+        let les: Vec<f64> = b.iter().map(|b| b.le).collect();
+        assert_eq!(les, [1.0, 2.0, 5.0, 10.0, 20.0, 50.0]);
+        let counts: Vec<u64> = b.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [2, 1, 1, 1, 2, 1]);
+        assert_eq!(log_buckets(&[0.5]), [Bucket { le: 1.0, count: 1 }]);
+        assert_eq!(
+            log_buckets(&[1000.0]).last(),
+            Some(&Bucket {
+                le: 1000.0,
+                count: 1
+            })
+        );
+    }
+
+    #[test]
+    fn buckets_of_nothing_or_of_bad_values_are_empty() {
+        assert!(log_buckets(&[]).is_empty());
+        assert!(log_buckets(&[f64::NAN, f64::INFINITY, f64::NEG_INFINITY]).is_empty());
+        let b = log_buckets(&[f64::NAN, 3.0, f64::INFINITY, -4.0]);
+        assert_eq!(b.iter().map(|b| b.count).sum::<u64>(), 2, "{b:?}");
+        assert_eq!(b.first().map(|b| b.count), Some(1), "negative in the first");
+        assert_eq!(b.last().map(|b| b.le), Some(5.0));
+    }
+
+    #[test]
+    fn reports_without_the_series_still_read() {
+        let mut old = serde_json::to_value(Report::default()).expect("json");
+        let obj = old.as_object_mut().expect("object");
+        for k in ["timeline", "histograms", "shard_timeline"] {
+            assert!(obj.remove(k).is_some(), "{k} is written");
+        }
+        let back: Report = serde_json::from_value(old).expect("an older report reads");
+        assert!(back.timeline.is_empty() && back.shard_timeline.is_empty());
+        assert_eq!(back.histograms, Histograms::default());
+    }
+
+    #[test]
+    fn series_round_trip_under_their_names() {
+        let r = Report {
+            timeline: vec![TimelinePoint {
+                t_s: 1.0,
+                playing: 3,
+                handoffs: 2,
+                ..TimelinePoint::default()
+            }],
+            histograms: Histograms {
+                join_ms: vec![Bucket { le: 5.0, count: 4 }],
+                ..Histograms::default()
+            },
+            shard_timeline: vec![ShardPoint {
+                shard: "eu-1".to_owned(),
+                tick_ms_p99: 2.5,
+                ..ShardPoint::default()
+            }],
+            ..Report::default()
+        };
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["timeline"][0]["playing"], 3, "{json}");
+        assert_eq!(json["histograms"]["join_ms"][0]["le"], 5.0, "{json}");
+        assert_eq!(json["histograms"]["join_ms"][0]["count"], 4, "{json}");
+        assert_eq!(json["shard_timeline"][0]["tick_ms_p99"], 2.5, "{json}");
+        for k in [
+            "t_s",
+            "snapshots_per_s",
+            "down_bytes_per_s",
+            "up_bytes_per_s",
+            "rtt_ms_p50",
+            "errors",
+        ] {
+            assert!(json["timeline"][0].get(k).is_some(), "timeline[].{k}");
+        }
+        let back: Report = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -922,6 +922,13 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         "p99 <= {GOAL_P99_MS} ms: {} (p99 {p99:.1} ms)",
         verdict(p99 <= GOAL_P99_MS)
     );
+    // For scripts/bench.sh.
+    println!("RESULT join_per_s={:.2}", real.joins_per_s);
+    println!(
+        "RESULT join_bare_handshakes_per_s={:.2}",
+        bare.handshakes_per_s
+    );
+    println!("RESULT join_joined={} join_clients={n}", real.joined);
     println!("split of the real path:");
     print_steps(&COARSE_STEPS, &real, None);
     let (timed_cpu_ms, _) = timed_spent.per(timed.joined, cpus);

@@ -326,6 +326,13 @@ fn print_report() {
             naive_ns / 1000.0,
             ratio * 100.0,
         );
+        // For scripts/bench.sh.
+        println!(
+            "RESULT replication_{name}_bytes_per_entity={:.4}",
+            s.per_entity()
+        );
+        println!("RESULT replication_{name}_bytes={:.2}", s.per_snapshot());
+        println!("RESULT replication_{name}_naive_bytes={naive_len}");
         verdicts.push((name, s.per_entity(), ratio, build_ns));
     }
     println!("\nratios, measured side by side in this run:");

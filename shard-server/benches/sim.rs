@@ -180,6 +180,9 @@ fn print_ratios() {
         bare / MOVERS,
         tick / bare
     );
+    // For scripts/bench.sh.
+    println!("RESULT sim_tick_us={:.3}", tick / 1e3);
+    println!("RESULT sim_bare_query_us={:.3}", bare / 1e3);
 
     println!(
         "\nper phase (Sim::tick_observed, each phase its own schedule; best round of 20 ticks):"
