@@ -518,3 +518,78 @@ async fn a_ticket_refused_as_unavailable_can_be_presented_again() {
         .expect("the same ticket is admitted once Redis answers");
     assert_eq!(s.welcome().shard, p.b.shard);
 }
+
+/// Players near the border see each other across it: each shard shows the other's border
+/// entities as ghosts, where they are, and drops them once they walk away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_see_each_other_across_the_border() {
+    let p = pair().await;
+    let ep = endpoint();
+    let mut west = join(&ep, &p.a, 501).await;
+    let mut east = join(&ep, &p.b, 502).await;
+    let near_a = walk(&mut west, 0.0, Duration::from_secs(20), |s| {
+        pos(s).is_some_and(|p| p[0] > 185.0)
+    })
+    .await;
+    let near_b = walk(
+        &mut east,
+        std::f32::consts::PI,
+        Duration::from_secs(20),
+        |s| pos(s).is_some_and(|p| p[0] < 215.0),
+    )
+    .await;
+    assert!(
+        near_a && near_b,
+        "both near the border: {:?} {:?}",
+        pos(&west),
+        pos(&east)
+    );
+    // Standing still (inputs keep the snapshots acknowledged), each sees one other player.
+    let other = |s: &ShardSession| {
+        let me = s.entity();
+        s.entities()
+            .into_iter()
+            .filter(|e| e.kind == meridian_protocol::snapshot::EntityKind::Player && e.id != me)
+            .map(|e| e.pos)
+            .collect::<Vec<_>>()
+    };
+    let mut seen = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        let _ = west.send_input(0.0, 0.0, 0);
+        let _ = east.send_input(0.0, 0.0, 0);
+        seen = (other(&west), other(&east));
+        if seen.0.len() == 1 && seen.1.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(34)).await;
+    }
+    let (from_west, from_east) = seen;
+    assert_eq!(
+        from_west.len(),
+        1,
+        "the west player sees the east one as a ghost"
+    );
+    assert_eq!(
+        from_east.len(),
+        1,
+        "the east player sees the west one as a ghost"
+    );
+    let (w, e) = (pos(&west).expect("west pos"), pos(&east).expect("east pos"));
+    assert!(
+        (from_east[0][0] - w[0]).abs() < 3.0,
+        "ghost of west at {:?}, west at {w:?}",
+        from_east[0]
+    );
+    assert!(
+        (from_west[0][0] - e[0]).abs() < 3.0,
+        "ghost of east at {:?}, east at {e:?}",
+        from_west[0]
+    );
+    // The east player walks away east, out of the band: its ghost disappears on a.
+    let gone = walk(&mut east, 0.0, Duration::from_secs(20), |_| {
+        other(&west).is_empty()
+    })
+    .await;
+    assert!(gone, "the ghost went away: {:?}", other(&west));
+    assert_eq!(east.welcome().shard, p.b.shard);
+}

@@ -645,8 +645,9 @@ async fn receive_ghosts(
     until_shutdown(shutdown, body).await;
 }
 
-/// Encodes this tick's ghost batches (one per neighbour) and queues them for publication;
-/// called by the tick thread. Batches are dropped when the queue is full.
+/// Encodes this tick's ghost batches (one per neighbour with entities near its border) and
+/// queues them for publication; called by the tick thread. Batches are dropped when the queue
+/// is full.
 pub fn queue_ghosts(
     zone: &ZoneId,
     tick: Tick,
@@ -655,6 +656,10 @@ pub fn queue_ghosts(
 ) {
     for (i, batch) in batches.iter().enumerate() {
         let Ok(n) = u16::try_from(i) else { break };
+        if batch.is_empty() {
+            // Nothing near that border: the neighbour's ghosts of it expire by themselves.
+            continue;
+        }
         if let Ok(bytes) = ghosts::encode_batch(zone, tick, batch) {
             let _ = out.try_send((n, bytes));
         }
