@@ -5,43 +5,20 @@
 
 mod common;
 
+use common::world::*;
 use common::*;
 use meridian_client::session::{SessionError, SessionEvent, ShardSession};
 use meridian_cluster::Store;
 use meridian_cluster::audit::HeldState;
 use meridian_cluster::ownership::{HandoffNotice, PlayerState, TransferOutcome};
-use meridian_cluster::registry::{Registry, RegistryConfig};
-use meridian_cluster::store::{StoreConfig, StoreHandle};
+use meridian_cluster::store::StoreHandle;
 use meridian_cluster::testing::RedisServer;
-use meridian_cluster::world::WorldMap;
+use meridian_protocol::PlayerId;
 use meridian_protocol::handshake::RejectReason;
 use meridian_protocol::quic::QuicConfig;
 use meridian_protocol::ticket::TicketKind;
-use meridian_protocol::{PlayerId, ShardId, ZoneId};
-use meridian_shard::config::ShardConfig;
-use meridian_shard::handoff::{ClusterLink, HandoffConfig};
-use meridian_shard::server::{self, ShardHandle, ShardTuning};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use meridian_shard::server::ShardHandle;
 use std::time::Duration;
-
-/// Two zones side by side: `a` is x 0..200, `b` is x 200..400.
-const MAP: &str = r#"
-name = "pair"
-regions = ["here"]
-
-[[zone]]
-name = "a"
-bounds = [0, 0, 200, 200]
-region = "here"
-spawn = [[150, 100]]
-
-[[zone]]
-name = "b"
-bounds = [200, 0, 400, 200]
-region = "here"
-spawn = [[250, 100]]
-"#;
 
 struct Pair {
     redis: RedisServer,
@@ -50,53 +27,16 @@ struct Pair {
     b: ShardHandle,
 }
 
-fn handoff_config() -> HandoffConfig {
-    HandoffConfig {
-        arrival_grace: Duration::from_secs(1),
-        handed_off_grace: Duration::from_secs(2),
-        neighbour_refresh: Duration::from_millis(200),
-        ..HandoffConfig::default()
-    }
-}
-
-async fn start_in(registry: &Registry, world: &Arc<WorldMap>, zone: &str) -> ShardHandle {
-    let cfg = ShardConfig {
-        id: format!("shard-{zone}"),
-        zone: zone.into(),
-        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        zone_bounds: world
-            .zone(&ZoneId::new(zone).expect("zone"))
-            .expect("zone in map")
-            .bounds_string(),
-        ticket_key: Some(KEY_HEX.into()),
-        dev_cert: true,
-        admin_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
-        region: "here".into(),
-        ..ShardConfig::default()
-    };
-    let mut tuning = ShardTuning::from_config(&cfg).expect("tuning");
-    tuning.sim.npcs = 0;
-    tuning.sim.pickups = 0;
-    let link = ClusterLink {
-        registry: registry.clone(),
-        world: world.clone(),
-        handoff: handoff_config(),
-    };
-    server::start_in_world(&cfg, tuning, link)
-        .await
-        .expect("shard starts in the world")
-}
-
 async fn pair() -> Pair {
-    let redis = RedisServer::start().await.expect("redis-server starts");
-    let store = StoreHandle::open(&redis.url(), &StoreConfig::default())
-        .await
-        .expect("store");
-    let registry = Registry::new(store.clone(), RegistryConfig::default()).expect("registry");
-    let world = Arc::new(WorldMap::parse(MAP, "pair.toml").expect("map"));
-    let a = start_in(&registry, &world, "a").await;
-    let b = start_in(&registry, &world, "b").await;
-    Pair { redis, store, a, b }
+    let (redis, c) = Cluster::start().await;
+    let a = c.shard("a", handoff_config(), None).await;
+    let b = c.shard("b", handoff_config(), None).await;
+    Pair {
+        redis,
+        store: c.store,
+        a,
+        b,
+    }
 }
 
 fn pos(s: &ShardSession) -> Option<[f32; 2]> {
@@ -119,10 +59,6 @@ async fn walk(
         tokio::time::sleep(Duration::from_millis(34)).await;
     }
     done(s)
-}
-
-fn shard(name: &str) -> ShardId {
-    ShardId::new(name).expect("shard id")
 }
 
 async fn held(shard: &ShardHandle, player: u64) -> Option<HeldState> {
@@ -455,7 +391,7 @@ async fn border_holds_while_redis_is_away_and_opens_when_it_returns() {
         .await
         .expect("read")
         .expect("record");
-    assert_eq!(rec.owner, Some(shard("shard-b")));
+    assert_eq!(rec.owner, Some(shard_id("shard-b")));
 }
 
 /// A handoff refused for a passing reason (Redis did not answer in time) leaves the ticket

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::world::*;
 use common::*;
 use meridian_client::session::{SessionError, SessionEvent, ShardSession};
 use meridian_cluster::Store;
@@ -15,131 +16,24 @@ use meridian_cluster::audit::{self, HeldState, ShardPlayers, ShardSource};
 use meridian_cluster::ownership::{
     AcquireOutcome, ClaimOutcome, HandoffNotice, Lease, PlayerState, TransferOutcome,
 };
-use meridian_cluster::registry::{Registry, RegistryConfig};
-use meridian_cluster::store::{LiveShard, StoreConfig, StoreHandle};
-use meridian_cluster::testing::RedisServer;
-use meridian_cluster::world::WorldMap;
+use meridian_cluster::store::{LiveShard, StoreHandle};
 use meridian_protocol::control::KickReason;
 use meridian_protocol::handshake::RejectReason;
 use meridian_protocol::quic::{CertSha256, QuicConfig};
 use meridian_protocol::ticket::{SignedTicket, TicketKind};
 use meridian_protocol::{PlayerId, ShardId, ZoneId};
-use meridian_shard::config::ShardConfig;
-use meridian_shard::handoff::{ClusterLink, HandoffConfig};
-use meridian_shard::server::{self, ShardHandle, ShardTuning};
+use meridian_shard::handoff::HandoffConfig;
+use meridian_shard::server::ShardHandle;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Two zones side by side: `a` is x 0..200, `b` is x 200..400.
-const MAP: &str = r#"
-name = "pair"
-regions = ["here"]
-
-[[zone]]
-name = "a"
-bounds = [0, 0, 200, 200]
-region = "here"
-spawn = [[150, 100]]
-
-[[zone]]
-name = "b"
-bounds = [200, 0, 400, 200]
-region = "here"
-spawn = [[250, 100]]
-"#;
-
 /// The zones of [`MAP`], in the order the randomized test numbers them.
 const ZONES: [&str; 2] = ["a", "b"];
-
-/// Shared state and the world map: what every shard of a test starts with.
-#[derive(Clone)]
-struct Cluster {
-    store: StoreHandle,
-    registry: Registry,
-    world: Arc<WorldMap>,
-}
-
-impl Cluster {
-    /// A fresh redis-server and the world of [`MAP`] on it.
-    async fn start() -> (RedisServer, Self) {
-        let redis = RedisServer::start().await.expect("redis-server starts");
-        let store = StoreHandle::open(&redis.url(), &StoreConfig::default())
-            .await
-            .expect("store");
-        let registry = Registry::new(store.clone(), RegistryConfig::default()).expect("registry");
-        let world = Arc::new(WorldMap::parse(MAP, "pair.toml").expect("map"));
-        (
-            redis,
-            Self {
-                store,
-                registry,
-                world,
-            },
-        )
-    }
-
-    /// Starts `shard-<zone>` on `zone`, with an admin endpoint; `max_speed` of players, if
-    /// given.
-    async fn shard(
-        &self,
-        zone: &str,
-        handoff: HandoffConfig,
-        max_speed: Option<f32>,
-    ) -> ShardHandle {
-        let cfg = ShardConfig {
-            id: format!("shard-{zone}"),
-            zone: zone.into(),
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            zone_bounds: self
-                .world
-                .zone(&zone_id(zone))
-                .expect("zone in map")
-                .bounds_string(),
-            ticket_key: Some(KEY_HEX.into()),
-            dev_cert: true,
-            admin_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
-            region: "here".into(),
-            ..ShardConfig::default()
-        };
-        let mut tuning = ShardTuning::from_config(&cfg).expect("tuning");
-        tuning.sim.npcs = 0;
-        tuning.sim.pickups = 0;
-        if let Some(speed) = max_speed {
-            tuning.sim.max_speed = speed;
-        }
-        let link = ClusterLink {
-            registry: self.registry.clone(),
-            world: self.world.clone(),
-            handoff,
-        };
-        server::start_in_world(&cfg, tuning, link)
-            .await
-            .expect("shard starts in the world")
-    }
-}
-
-/// Short grace periods and a quick neighbour refresh, so that a test settles in seconds.
-fn handoff_config() -> HandoffConfig {
-    HandoffConfig {
-        arrival_grace: Duration::from_secs(1),
-        handed_off_grace: Duration::from_secs(2),
-        neighbour_refresh: Duration::from_millis(200),
-        ..HandoffConfig::default()
-    }
-}
-
-fn shard_id(name: &str) -> ShardId {
-    ShardId::new(name).expect("shard id")
-}
-
-fn zone_id(name: &str) -> ZoneId {
-    ZoneId::new(name).expect("zone id")
-}
 
 fn pos(s: &ShardSession) -> Option<[f32; 2]> {
     s.own_entity().map(|e| e.pos)

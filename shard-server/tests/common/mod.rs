@@ -4,6 +4,8 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 #![allow(missing_docs, reason = "test helpers")]
 
+pub mod world;
+
 use meridian_client::session::{ShardSession, client_endpoint};
 use meridian_protocol::quic::QuicConfig;
 use meridian_protocol::ticket::{SignedTicket, TicketClaims, TicketKey, TicketKind, random_nonce};
