@@ -39,6 +39,22 @@ async fn pair() -> Pair {
     }
 }
 
+/// Hands `player` from a to b on the store, as shard a would (claim, then transfer with
+/// `state`); returns the transfer sequence.
+async fn hand_over(p: &Pair, player: PlayerId, state: &PlayerState) -> u64 {
+    let lease_a = p.a.lease().expect("a's lease");
+    p.store.claim_player(player, &lease_a).await.expect("claim");
+    match p
+        .store
+        .transfer_player(player, &lease_a, &p.b.shard, &p.b.zone, state)
+        .await
+        .expect("transfer")
+    {
+        TransferOutcome::Transferred { seq } => seq,
+        refused => panic!("transfer refused: {refused:?}"),
+    }
+}
+
 fn pos(s: &ShardSession) -> Option<[f32; 2]> {
     s.own_entity().map(|e| e.pos)
 }
@@ -219,23 +235,13 @@ async fn handoff_tickets_are_checked() {
         ),
     }
     // A real transfer of player 9 from a to b, done on the store as a would.
-    let lease_a = p.a.lease().expect("a's lease");
-    p.store
-        .claim_player(PlayerId(9), &lease_a)
-        .await
-        .expect("claim");
     let state = PlayerState {
         pos: [203.0, 50.0],
         vel: [8.0, 0.0],
         score: 30,
         last_input: 12,
     };
-    let moved = p
-        .store
-        .transfer_player(PlayerId(9), &lease_a, &p.b.shard, &p.b.zone, &state)
-        .await
-        .expect("transfer");
-    assert!(matches!(moved, TransferOutcome::Transferred { .. }));
+    hand_over(&p, PlayerId(9), &state).await;
     let real = ticket(
         &key(),
         TicketKind::Handoff,
@@ -281,23 +287,14 @@ async fn walk_still(s: &ShardSession) -> [f32; 2] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn player_whose_client_never_arrives_is_saved_and_released() {
     let p = pair().await;
-    let lease_a = p.a.lease().expect("a's lease");
     let player = PlayerId(77);
-    p.store.claim_player(player, &lease_a).await.expect("claim");
     let state = PlayerState {
         pos: [205.0, 80.0],
         vel: [0.0, 0.0],
         score: 5,
         last_input: 3,
     };
-    let TransferOutcome::Transferred { seq } = p
-        .store
-        .transfer_player(player, &lease_a, &p.b.shard, &p.b.zone, &state)
-        .await
-        .expect("transfer")
-    else {
-        panic!("transfer refused");
-    };
+    let seq = hand_over(&p, player, &state).await;
     let notice = HandoffNotice {
         player,
         seq,
@@ -400,21 +397,13 @@ async fn border_holds_while_redis_is_away_and_opens_when_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ticket_refused_as_unavailable_can_be_presented_again() {
     let p = pair().await;
-    let lease_a = p.a.lease().expect("a's lease");
-    let player = PlayerId(12);
-    p.store.claim_player(player, &lease_a).await.expect("claim");
     let state = PlayerState {
         pos: [204.0, 60.0],
         vel: [0.0, 0.0],
         score: 0,
         last_input: 0,
     };
-    let moved = p
-        .store
-        .transfer_player(player, &lease_a, &p.b.shard, &p.b.zone, &state)
-        .await
-        .expect("transfer");
-    assert!(matches!(moved, TransferOutcome::Transferred { .. }));
+    hand_over(&p, PlayerId(12), &state).await;
     let t = ticket(
         &key(),
         TicketKind::Handoff,
