@@ -618,7 +618,11 @@ impl Record {
                 SessionEvent::Closed(r) => {
                     self.ended.get_or_insert_with(|| format!("closed: {r}"));
                 }
-                SessionEvent::Score { .. } | SessionEvent::Chat { .. } => {}
+                // Sessions opened here do not reconnect by themselves.
+                SessionEvent::Score { .. }
+                | SessionEvent::Chat { .. }
+                | SessionEvent::Disconnected { .. }
+                | SessionEvent::Reconnected { .. } => {}
             }
         }
     }

@@ -265,9 +265,12 @@ impl Client {
                                 format!("handoff to {shard} failed: {detail}")
                             });
                         }
+                        // Sessions opened here do not reconnect by themselves.
                         SessionEvent::Score { .. }
                         | SessionEvent::Chat { .. }
-                        | SessionEvent::HandedOff { .. } => {}
+                        | SessionEvent::HandedOff { .. }
+                        | SessionEvent::Disconnected { .. }
+                        | SessionEvent::Reconnected { .. } => {}
                     }
                 }
                 if ended.is_none() {

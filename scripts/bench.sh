@@ -22,7 +22,8 @@
 #                >= 99% snapshots delivered (goal >= 1,000), shard and bots on separate CPUs
 #
 # Exits 0 when every measurement ran, whatever the ratios (figures are reported, not judged);
-# non-zero if one could not run. Logs stay in the directory printed at the end. Loopback only.
+# non-zero if one could not run, or if one of its figures could not be read (named on stderr,
+# shown as nan / - in the table). Logs stay in the directory printed at the end. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -86,10 +87,25 @@ ROWS="$WORK/rows"
 FAILED=()
 row() { printf '%s|%s|%s|%s|%s|%s\n' "$@" >>"$ROWS"; }
 failed() { FAILED+=("$1"); row "$1" "could not run (see $WORK/$1.log)" "-" "-" "$2" "ERROR"; }
+# Parsing never stops the script (set -e): a figure that cannot be read is reported by name
+# and left empty, its ratio "nan", its verdict "-", and the run ends non-zero (PARSE_ERRORS).
+parse_error() { echo "bench.sh: $*" >&2; echo "$*" >>"$WORK/parse_errors"; }
 # result FILE NAME: the value of `RESULT NAME=value` in FILE (last one).
-result() { grep -o "RESULT.*\b$2=[^ ]*" "$1" | sed "s/.*\b$2=//" | tail -1; }
-# calc EXPR: awk arithmetic, 3 significant decimals.
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+result() {
+  local v
+  v="$({ grep -o "RESULT.*\b$2=[^ ]*" "$1" 2>/dev/null || true; } | sed "s/.*\b$2=//" | tail -1)"
+  [ -n "$v" ] || parse_error "no 'RESULT $2=' line in $1"
+  printf '%s' "$v"
+}
+# calc EXPR: awk arithmetic, 3 significant decimals; "nan" when an operand is missing.
+calc() { awk "BEGIN { printf \"%.3f\", $1 }" 2>/dev/null || printf 'nan'; }
+# jqv FILTER FILE: one value from a JSON file, or empty (and reported) when it cannot be read.
+jqv() {
+  local v
+  v="$(jq -r "$1" "$2" 2>/dev/null || true)"
+  [ -n "$v" ] && [ "$v" != null ] || parse_error "cannot read $1 from ${2:-<no file>}"
+  printf '%s' "$v"
+}
 # verdict VALUE OP GOAL
 verdict() { awk -v v="$1" -v g="$3" -v op="$2" 'BEGIN { if (v == "" || v == "nan") { print "-"; exit } m = (op == "<=") ? (v <= g) : (v >= g); print (m ? "met" : "MISSED") }'; }
 
@@ -143,9 +159,10 @@ if wanted load; then
   [ "$QUICK" -eq 1 ] && LOAD_ARGS=(--quick)
   if timeout 900 scripts/load.sh "${LOAD_ARGS[@]}" >"$WORK/load.log" 2>&1; then
     res="$(sed -n 's/^results: \([^ ]*\).*/\1/p' "$WORK/load.log" | tail -1)"
-    s="$(jq -r '.shard.server_cpu_us_per_client_tick // empty' "$res")"
-    b="$(jq -r '.bare.server_cpu_us_per_client_tick // empty' "$res")"
-    n="$(jq -r '.shard.clients' "$res")"
+    [ -n "$res" ] || parse_error "no 'results: FILE' line in $WORK/load.log"
+    s="$(jqv '.shard.server_cpu_us_per_client_tick' "$res")"
+    b="$(jqv '.bare.server_cpu_us_per_client_tick' "$res")"
+    n="$(jqv '.shard.clients' "$res")"
     r="$(calc "$s / $b")"
     row "shard CPU per client per tick, $n clients (us)" "$(calc "$s")" "bare quinn $(calc "$b")" "$r" "<= 1.3" "$(verdict "$r" '<=' 1.3)"
   else failed load "<= 1.3"; fi
@@ -270,11 +287,11 @@ if [ "$QUICK" -eq 1 ]; then RSS_N=50; else RSS_N=1000; fi
 if wanted rss; then
   say "rss: shard and bare quinn with $RSS_N clients each"
   if probe shard "$RSS_N" >>"$WORK/rss.log" 2>&1 \
-    && BARE_BYTES="$(jq -r '.mean_datagram_bytes | round | if . < 1 then 69 else . end' "$WORK/probe-shard-$RSS_N.json")" \
+    && BARE_BYTES="$(jq -r '.mean_datagram_bytes // 69 | round | if . < 1 then 69 else . end' "$WORK/probe-shard-$RSS_N.json" 2>/dev/null || echo 69)" \
     && probe bare "$RSS_N" >>"$WORK/rss.log" 2>&1; then
-    s="$(jq -r '(.rss_loaded_kib - .rss_idle_kib) / .clients' "$WORK/probe-shard-$RSS_N.json")"
-    b="$(jq -r '(.rss_loaded_kib - .rss_idle_kib) / .clients' "$WORK/probe-bare-$RSS_N.json")"
-    si="$(jq -r '.rss_idle_kib' "$WORK/probe-shard-$RSS_N.json")"; bi="$(jq -r '.rss_idle_kib' "$WORK/probe-bare-$RSS_N.json")"
+    s="$(jqv '(.rss_loaded_kib - .rss_idle_kib) / .clients' "$WORK/probe-shard-$RSS_N.json")"
+    b="$(jqv '(.rss_loaded_kib - .rss_idle_kib) / .clients' "$WORK/probe-bare-$RSS_N.json")"
+    si="$(jqv '.rss_idle_kib' "$WORK/probe-shard-$RSS_N.json")"; bi="$(jqv '.rss_idle_kib' "$WORK/probe-bare-$RSS_N.json")"
     r="$(calc "$s / $b")"
     row "RSS per connected client, $RSS_N clients (KiB; idle $si)" "$(calc "$s")" "bare quinn $(calc "$b") (idle $bi)" "$r" "<= 2.5" "$(verdict "$r" '<=' 2.5)"
   else failed rss "<= 2.5"; fi
@@ -294,13 +311,14 @@ if wanted capacity; then
       probe shard "$n" >>"$WORK/capacity.log" 2>&1 || { cap_err=1; break; }
     fi
     jq -c --argjson n "$n" '{clients: $n, tick_p99_ms: .stopped.tick_p99_ms, delivered_pct, server_cpu_pct}' \
-      "$WORK/probe-shard-$n.json" >>"$WORK/capacity.log"
+      "$WORK/probe-shard-$n.json" >>"$WORK/capacity.log" 2>&1 || parse_error "cannot read $WORK/probe-shard-$n.json"
     if passes "$n"; then best=$n; else first_fail=$n; break; fi
   done
   if [ "$cap_err" -eq 1 ]; then failed capacity ">= 1000"
   else
     why="all passed"
-    [ -n "$first_fail" ] && why="$(jq -r --argjson n "$first_fail" '"\($n) failed: tick p99 \(.stopped.tick_p99_ms) ms, \(.delivered_pct | . * 100 | round / 100)% delivered"' "$WORK/probe-shard-$first_fail.json")"
+    [ -n "$first_fail" ] && why="$(jq -r 2>/dev/null --argjson n "$first_fail" '"\($n) failed: tick p99 \(.stopped.tick_p99_ms) ms, \(.delivered_pct | . * 100 | round / 100)% delivered"' "$WORK/probe-shard-$first_fail.json")" \
+      || why="$first_fail failed (its figures could not be read: $WORK/probe-shard-$first_fail.json)"
     row "capacity at 30 Hz, tick p99 <= 8 ms, >= 99% delivered (bots)" "$best" "goal 1000 ($why)" "$(calc "$best / 1000")" ">= 1000" "$(verdict "$best" '>=' 1000)"
   fi
 fi
@@ -312,7 +330,12 @@ echo
 { echo "measurement|value|baseline|ratio|goal|verdict"; cat "$ROWS"; } | column -t -s '|'
 echo
 echo "logs: $WORK"
+if [ -s "$WORK/parse_errors" ]; then
+  echo "bench.sh: figures that could not be read (shown as nan / -):" >&2
+  sed 's/^/  /' "$WORK/parse_errors" >&2
+fi
 if [ ${#FAILED[@]} -gt 0 ]; then
   echo "bench.sh: could not run: ${FAILED[*]}" >&2
   exit 1
 fi
+[ ! -s "$WORK/parse_errors" ] || exit 1

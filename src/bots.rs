@@ -35,13 +35,17 @@ use tracing::info;
 /// Why `meridian bots` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum BotsRoleError {
-    /// `--insecure-dev`: the bots only pin certificates.
+    /// `--insecure-dev`: the lobby's certificate could not be read (no pin to fall back on).
     #[error(
-        "bots --insecure-dev is not supported: the bots pin the lobby's certificate; pass \
-         --cert-sha256 HEX (`meridian dev` prints `lobby ADDR cert_sha256 HEX` when it starts; \
-         a lobby logs cert_sha256= when it starts listening)"
+        "--insecure-dev: cannot read the certificate of the lobby at {lobby}: {detail} \
+         (without --insecure-dev pass --cert-sha256 HEX)"
     )]
-    InsecureNotSupported,
+    InsecureProbe {
+        /// The lobby.
+        lobby: SocketAddr,
+        /// What went wrong.
+        detail: String,
+    },
     /// A setting the configuration check lets through but the run cannot use.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -97,8 +101,7 @@ impl BotsRoleError {
     /// for a run that failed.
     pub fn exit_code(&self) -> u8 {
         match self {
-            BotsRoleError::InsecureNotSupported
-            | BotsRoleError::Config(_)
+            BotsRoleError::Config(_)
             | BotsRoleError::Duration(_)
             | BotsRoleError::Matrix(_)
             | BotsRoleError::World(_)
@@ -127,11 +130,13 @@ fn unstarted_kind(err: &BotsError) -> &'static str {
 /// Runs the bots of `cfg` until their duration passes or `shutdown` completes; writes the
 /// report if asked, whatever happened once the configuration was read.
 pub async fn run(cfg: BotsConfig, shutdown: impl Future<Output = ()>) -> Result<(), BotsRoleError> {
-    if cfg.insecure_dev {
-        return Err(BotsRoleError::InsecureNotSupported);
-    }
     let lobby = cfg.lobby.ok_or(ConfigError::MissingLobby)?;
-    let pin = parse_cert_sha256(cfg.cert_sha256.as_deref().ok_or(ConfigError::MissingPin)?)?;
+    // With --insecure-dev (and no pin) the lobby's certificate is read from it below.
+    let pin = match (cfg.cert_sha256.as_deref(), cfg.insecure_dev) {
+        (Some(pin), _) => Some(parse_cert_sha256(pin)?),
+        (None, true) => None,
+        (None, false) => return Err(ConfigError::MissingPin.into()),
+    };
     let duration = cfg.run_for()?;
     let matrix = if cfg.conditions_links() {
         Some(match &cfg.latency_matrix {
@@ -180,6 +185,24 @@ pub async fn run(cfg: BotsConfig, shutdown: impl Future<Output = ()>) -> Result<
     };
     let endpoint = meridian_client::session::client_endpoint(bind, &quic)
         .map_err(|source| BotsRoleError::Endpoint { bind, source })?;
+    let pin = match pin {
+        Some(pin) => pin,
+        None => {
+            tracing::warn!(
+                %lobby,
+                "INSECURE (--insecure-dev): accepting whatever certificate the lobby presents; \
+                 anyone on the path can impersonate it. Development only: pin it with --cert-sha256"
+            );
+            let pin = meridian_client::session::probe_cert_sha256(&endpoint, lobby, &quic)
+                .await
+                .map_err(|e| BotsRoleError::InsecureProbe {
+                    lobby,
+                    detail: e.to_string(),
+                })?;
+            tracing::warn!(%lobby, cert_sha256 = %meridian_protocol::ticket::to_hex(&pin), "INSECURE: pinned the lobby's certificate as first seen");
+            pin
+        }
+    };
     info!(%lobby, seed, names = %format!("{name_prefix}-<n>"), "reaching the lobby");
     let mut shutdown = std::pin::pin!(shutdown);
     // As the first bot, which plays as that player anyway.
@@ -572,7 +595,19 @@ mod tests {
 
     #[test]
     fn input_errors_exit_2_and_run_failures_1() {
-        assert_eq!(BotsRoleError::InsecureNotSupported.exit_code(), 2);
+        assert_eq!(
+            BotsRoleError::Config(ConfigError::MissingPin).exit_code(),
+            2
+        );
+        let probe = BotsRoleError::InsecureProbe {
+            lobby: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
+            detail: "timed out".into(),
+        };
+        assert_eq!(
+            probe.exit_code(),
+            1,
+            "a lobby that cannot be reached is a failed run"
+        );
         let unknown = BotsError::UnknownRegion(latency::UnknownRegion {
             region: "mars".into(),
             known: vec!["tokyo".into()],

@@ -34,6 +34,13 @@ pub struct Cli {
     )]
     pub log_format: Option<LogFormat>,
 
+    /// Validate the flags, variables, config file and every file they name (world map,
+    /// certificate and key, latency matrix), print a summary and exit: 0 if the role would
+    /// start, 2 with the error if not. Nothing is bound and nothing is dialled (a Redis URL is
+    /// checked for its form only)
+    #[arg(long, global = true)]
+    pub check_config: bool,
+
     /// The role to run.
     #[command(subcommand)]
     pub command: Command,
@@ -64,6 +71,10 @@ fn version() -> &'static str {
 
 /// The roles of the binary.
 #[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing would only complicate every match"
+)]
 pub enum Command {
     /// Run a whole local cluster in one process: store, lobby, shards and bots
     Dev(DevArgs),
@@ -308,7 +319,8 @@ pub struct LobbyArgs {
     #[arg(long, env = "MERIDIAN_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Redis URL of the shared state, where the shard registry lives:
-    /// redis://[user:password@]host:port[/db] [default: none]
+    /// redis://[user:password@]host:port[/db], or a Redis Cluster's node URLs separated by
+    /// commas (redis://h1:p1,redis://h2:p2) [default: none]
     #[arg(
         long,
         env = "MERIDIAN_REDIS",
@@ -448,7 +460,8 @@ pub struct ShardArgs {
         value_parser = BoolishValueParser::new()
     )]
     pub dev_cert: Option<bool>,
-    /// Redis URL of the shared state: redis://[user:password@]host:port[/db] [default: none]
+    /// Redis URL of the shared state: redis://[user:password@]host:port[/db], or a Redis
+    /// Cluster's node URLs separated by commas (redis://h1:p1,redis://h2:p2) [default: none]
     #[arg(
         long,
         env = "MERIDIAN_REDIS",
@@ -482,6 +495,55 @@ pub struct ShardArgs {
     /// that they connect to it before they cross [default: 120]
     #[arg(long, env = "MERIDIAN_BORDER_NOTICE", value_name = "UNITS")]
     pub border_notice: Option<u32>,
+    /// How often the players' states are checkpointed to shared state, milliseconds, 50 to
+    /// 60000; a crash rolls positions back at most this far [default: 1000]
+    #[arg(long, env = "MERIDIAN_CHECKPOINT_MS", value_name = "MS")]
+    pub checkpoint_ms: Option<u64>,
+    /// Stand by for these zones (comma-separated): serve none at start, take the first whose
+    /// lease is free (its shard died, drained or was cut off) and restore its players; needs
+    /// --redis; --zone is then unused [default: none]
+    #[arg(long, env = "MERIDIAN_STANDBY_FOR", value_name = "ZONE,...")]
+    pub standby_for: Option<String>,
+    /// Longest a drain (SIGTERM, or `meridian shard drain`) takes before the shard exits
+    /// anyway, milliseconds, 100 to 600000 [default: 10000]
+    #[arg(long, env = "MERIDIAN_DRAIN_DEADLINE_MS", value_name = "MS")]
+    pub drain_deadline_ms: Option<u64>,
+    /// Bearer token that `POST /drain` on the admin endpoint requires (16+ visible ASCII
+    /// characters); without it the route answers 404; never logged [default: none]
+    #[arg(
+        long,
+        env = "MERIDIAN_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<String>,
+    /// An operator action on a running shard, instead of running one.
+    #[command(subcommand)]
+    pub action: Option<ShardAction>,
+}
+
+/// Operator actions of `meridian shard`.
+#[derive(Subcommand)]
+pub enum ShardAction {
+    /// Ask a running shard to drain (POST /drain on its admin endpoint): it stops admitting,
+    /// checkpoints its players, sends its clients back to the lobby, releases its zone and exits
+    Drain(DrainArgs),
+}
+
+/// `meridian shard drain`.
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// The shard's admin endpoint, host:port (its --admin-listen)
+    #[arg(long, value_name = "ADDR")]
+    pub admin: String,
+    /// The shard's --admin-token
+    #[arg(
+        long,
+        env = "MERIDIAN_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: String,
 }
 
 impl RoleArgs for ShardArgs {
@@ -513,6 +575,11 @@ impl RoleArgs for ShardArgs {
             world,
             region,
             border_notice,
+            checkpoint_ms,
+            standby_for,
+            drain_deadline_ms,
+            admin_token,
+            action: _,
         } = self;
         set(&mut c.id, id);
         set(&mut c.zone, zone);
@@ -533,6 +600,10 @@ impl RoleArgs for ShardArgs {
         set_some(&mut c.world, world);
         set(&mut c.region, region);
         set(&mut c.border_notice, border_notice);
+        set(&mut c.checkpoint_ms, checkpoint_ms);
+        set_some(&mut c.standby_for, standby_for);
+        set(&mut c.drain_deadline_ms, drain_deadline_ms);
+        set_some(&mut c.admin_token, admin_token);
     }
 }
 
@@ -728,7 +799,8 @@ pub struct AuditArgs {
     /// MERIDIAN_* variables override it [default: none]
     #[arg(long, env = "MERIDIAN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Redis URL of the cluster to audit: redis://[user:password@]host:port[/db] [required]
+    /// Redis URL of the cluster to audit: redis://[user:password@]host:port[/db], or a Redis
+    /// Cluster's node URLs separated by commas (redis://h1:p1,redis://h2:p2) [required]
     #[arg(
         long,
         env = "MERIDIAN_REDIS",
@@ -868,7 +940,7 @@ mod tests {
         }
         for arg in sub.get_arguments() {
             let id = arg.get_id().as_str();
-            if ["config", "log_format", "help", "version"].contains(&id) {
+            if ["config", "log_format", "check_config", "help", "version"].contains(&id) {
                 continue;
             }
             assert!(

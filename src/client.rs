@@ -89,6 +89,7 @@ pub fn direct_options(
         ticket,
         duration: config.duration_s.map(Duration::from_secs),
         quic: QuicConfig::default(),
+        via_lobby: None,
     })
 }
 

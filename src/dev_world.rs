@@ -14,6 +14,8 @@ use meridian_client::report_html::{self, ReportHtmlError};
 use meridian_cluster::registry::{Registry, RegistryConfig};
 use meridian_cluster::store::{StoreConfig, StoreHandle};
 use meridian_cluster::world::WorldMap;
+use meridian_lobby::admin::LobbyAdminState;
+use meridian_lobby::map::{self, MapSource};
 use meridian_lobby::service::{self as lobby, LobbyTuning};
 use meridian_protocol::quic::CertificateMaterial;
 use meridian_protocol::ticket::TicketKey;
@@ -59,6 +61,16 @@ pub enum DevError {
     /// The HTML page of the report could not be made or written.
     #[error(transparent)]
     Html(#[from] ReportHtmlError),
+    /// The admin endpoint could not be bound.
+    #[error(
+        "cannot bind the admin endpoint on {addr}: {source} (choose another with --admin-listen)"
+    )]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The report could not be written.
     #[error("cannot write the report {path}: {source}")]
     Report {
@@ -79,6 +91,15 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let store = StoreHandle::open(&cfg.store, &StoreConfig::default()).await?;
     info!(backend = store.backend(), "store open");
+    // Bound first: a taken port is reported before anything starts.
+    let admin_err = |source| DevError::AdminBind {
+        addr: cfg.admin_listen,
+        source,
+    };
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+        .await
+        .map_err(admin_err)?;
+    let admin_addr = admin_listener.local_addr().map_err(admin_err)?;
     // One key for the lobby and the shards of this process.
     let key_bytes: [u8; 32] = meridian_protocol::ticket::random_bytes();
     let key = TicketKey::from_bytes(&key_bytes);
@@ -120,7 +141,7 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         cfg.lobby_listen,
         &cert,
         key,
-        store_rx,
+        store_rx.clone(),
         LobbyTuning::default(),
     )?;
     // The shards appear in the registry with their first heartbeat.
@@ -132,6 +153,31 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         lobby.local_addr,
         meridian_protocol::ticket::to_hex(&lobby.cert_sha256)
     );
+    let admin_state = admin::DevAdminState::new(
+        LobbyAdminState::new(lobby.local_addr, store_rx.clone(), lobby.shared_metrics()),
+        shards.iter().map(ShardHandle::metrics_source).collect(),
+        store_rx,
+    );
+    let map = MapSource::with_store(
+        store.clone(),
+        Some(world.clone()),
+        map::DEFAULT_POLL_INTERVAL,
+    );
+    let (stop_admin, mut admin_stopped) = watch::channel(false);
+    let admin_task = tokio::spawn(async move {
+        axum::serve(
+            admin_listener,
+            admin::router(admin_state, map::router(map.clone())),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = admin_stopped.wait_for(|s| *s).await;
+            // Ends the map's event streams, which would keep the shutdown waiting.
+            map.stop();
+        })
+        .await
+    });
+    // Every role's health, status and metrics, and the live map (`/map`).
+    println!("admin http://{admin_addr}");
 
     let geo = (cfg.scenario == Scenario::Geo).then(|| GeoPlan {
         matrix: latency::builtin_matrix(),
@@ -233,6 +279,12 @@ pub async fn run(cfg: DevConfig, shutdown: impl Future<Output = ()>) -> Result<(
         });
     }
     report.shards = shard_reports.unwrap_or_else(|| shards.iter().map(shard_report).collect());
+    let _ = stop_admin.send(true);
+    match admin_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "admin endpoint failed"),
+        Err(e) => tracing::warn!(error = %e, "admin endpoint task failed"),
+    }
     lobby.shutdown().await;
     for s in shards {
         s.shutdown().await;
@@ -348,4 +400,185 @@ fn write_report(path: &std::path::Path, report: &Report) -> Result<(), DevError>
     };
     let json = serde_json::to_string_pretty(report).map_err(|e| err(std::io::Error::other(e)))?;
     std::fs::write(path, json + "\n").map_err(err)
+}
+
+/// The admin endpoint of `meridian dev`: one HTTP server for every role of the process.
+///
+/// - `GET /healthz`: `200 ok` while it serves;
+/// - `GET /readyz`: `200` when shared state answers, every shard is registered and holds its
+///   zone's lease, else `503`; [`DevReadiness`] JSON either way;
+/// - `GET /status`: [`DevStatus`] JSON: the lobby's status and each shard's;
+/// - `GET /metrics`: the metrics of the lobby and of every shard, labelled by `role`, `shard`
+///   and `zone`;
+/// - the live map's routes (`/map`, [`meridian_lobby::map::router`]).
+///
+/// Any other path is `404` with `{"error": …}`.
+mod admin {
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Json, Response};
+    use axum::routing::get;
+    use meridian_cluster::store::StoreHandle;
+    use meridian_lobby::admin::{
+        self as lobby_admin, LobbyAdminState, LobbyCollector, LobbyStatus,
+    };
+    use meridian_shard::admin::ShardStatus;
+    use meridian_shard::metrics::{ShardCollector, ShardSource};
+    use prometheus_client::registry::Registry;
+    use std::sync::{Arc, PoisonError};
+    use tokio::sync::watch;
+
+    /// What the dev admin endpoint serves from.
+    #[derive(Clone)]
+    pub struct DevAdminState {
+        /// The lobby.
+        pub lobby: LobbyAdminState,
+        /// The shards.
+        pub shards: Vec<ShardSource>,
+        /// Shared state.
+        pub store: watch::Receiver<Option<StoreHandle>>,
+        /// Every role's metrics.
+        pub exporter: Arc<Registry>,
+    }
+
+    impl DevAdminState {
+        /// Exposes the lobby's and the shards' metrics together.
+        pub fn new(
+            lobby: LobbyAdminState,
+            shards: Vec<ShardSource>,
+            store: watch::Receiver<Option<StoreHandle>>,
+        ) -> Self {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(LobbyCollector {
+                metrics: lobby.metrics.clone(),
+            }));
+            registry.register_collector(Box::new(ShardCollector::new(shards.clone())));
+            Self {
+                lobby,
+                shards,
+                store,
+                exporter: Arc::new(registry),
+            }
+        }
+    }
+
+    /// `GET /status`.
+    #[derive(serde::Serialize)]
+    pub struct DevStatus {
+        /// Always `dev`.
+        pub role: &'static str,
+        /// The lobby.
+        pub lobby: LobbyStatus,
+        /// Every shard.
+        pub shards: Vec<ShardStatus>,
+    }
+
+    /// `GET /readyz`.
+    #[derive(serde::Serialize)]
+    pub struct DevReadiness {
+        /// Whether every check passed.
+        pub ready: bool,
+        /// Shared state: `reachable`, or why not.
+        pub redis: String,
+        /// Why it is not ready, one line per failed check.
+        pub reasons: Vec<String>,
+    }
+
+    /// The routes, the map's among them.
+    pub fn router(state: DevAdminState, extra: Router) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready))
+            .route("/status", get(status))
+            .route("/metrics", get(metrics))
+            .fallback(lobby_admin::not_found)
+            .with_state(state)
+            .merge(extra)
+    }
+
+    /// Whether shared state answers, with the shards it lists.
+    async fn live(store: &watch::Receiver<Option<StoreHandle>>) -> Result<Vec<String>, String> {
+        use meridian_cluster::store::Store as _;
+        let Some(store) = store.borrow().clone() else {
+            return Err("not open".to_owned());
+        };
+        match tokio::time::timeout(lobby_admin::PROBE_TIMEOUT, store.live_shards()).await {
+            Ok(Ok(l)) => Ok(l.iter().map(|s| s.record.id.to_string()).collect()),
+            Ok(Err(e)) => Err(format!("unreachable: {e}")),
+            Err(_) => Err("unreachable: no answer in time".to_owned()),
+        }
+    }
+
+    async fn ready(State(state): State<DevAdminState>) -> Response {
+        let mut reasons = Vec::new();
+        let redis = match live(&state.store).await {
+            Ok(listed) => {
+                for s in &state.shards {
+                    if !listed.iter().any(|id| id == s.shard.as_str()) {
+                        reasons.push(format!("shard {} is not in the registry", s.shard));
+                    }
+                }
+                "reachable".to_owned()
+            }
+            Err(e) => {
+                reasons.push(format!("shared state: {e}"));
+                e
+            }
+        };
+        for s in &state.shards {
+            if s.lease_epoch() == 0 {
+                reasons.push(format!("shard {} does not hold zone {}", s.shard, s.zone));
+            }
+        }
+        let code = if reasons.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let body = DevReadiness {
+            ready: reasons.is_empty(),
+            redis,
+            reasons,
+        };
+        (code, Json(body)).into_response()
+    }
+
+    async fn status(State(state): State<DevAdminState>) -> Json<DevStatus> {
+        let redis = match live(&state.store).await {
+            Ok(_) => "reachable".to_owned(),
+            Err(e) => e,
+        };
+        let lobby = lobby_admin::status_of(&state.lobby).await;
+        let shards = state
+            .shards
+            .iter()
+            .map(|s| {
+                let tick = s
+                    .status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                ShardStatus {
+                    role: "shard",
+                    id: s.shard.clone(),
+                    zone: s.zone.clone(),
+                    lease_epoch: s.lease_epoch(),
+                    redis: redis.clone(),
+                    tick_p50_ms: tick.total.p50_ms,
+                    tick_p99_ms: tick.total.p99_ms,
+                    tick,
+                }
+            })
+            .collect();
+        Json(DevStatus {
+            role: "dev",
+            lobby,
+            shards,
+        })
+    }
+
+    async fn metrics(State(state): State<DevAdminState>) -> Response {
+        lobby_admin::exposition(&state.exporter)
+    }
 }

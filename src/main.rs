@@ -6,10 +6,12 @@
 //! validates it once, logs it with secrets redacted, and hands it to the role's `run`.
 //!
 //! Exit codes: 0 success, 1 the role failed, 2 a bad command line or configuration; `audit`:
-//! 1 a report that is not clean, 2 an audit that could not run.
+//! 1 a report that is not clean, 2 an audit that could not run. `--check-config` (any role, and
+//! `shard drain`): 0 when the role would start, 2 with the error ([`check_config`]).
 
 mod audit;
 mod bots;
+mod check_config;
 mod cli;
 mod client;
 mod config_file;
@@ -92,10 +94,35 @@ const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = cli::parse();
+    if let cli::Command::Shard(cli::ShardArgs {
+        action: Some(cli::ShardAction::Drain(args)),
+        ..
+    }) = &cli.command
+    {
+        if cli.check_config {
+            return match check_config::check_drain(args) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(EXIT_USAGE, &err),
+            };
+        }
+        return drain_shard(args);
+    }
     let config = match cli.command.into_config() {
         Ok(config) => config,
         Err(err) => return fail(EXIT_USAGE, &err),
     };
+    if cli.check_config {
+        return match check_config::check(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(EXIT_USAGE, &err),
+        };
+    }
     if let Err(err) = logging::init(cli.log_format.unwrap_or_default()) {
         return fail(EXIT_USAGE, &err);
     }
@@ -195,12 +222,21 @@ fn run_client_via_lobby(
             .collect();
         tracing::info!(player = %joined.candidates.player, shard = %joined.grant.shard.shard, addr = %joined.addr,
             measured = %rtts.join(","), "the lobby granted a shard");
+        // A lost shard is come back to through the lobby, with the grant's resume ticket.
+        let reconnect = meridian_client::session::Reconnect::after_join(
+            lobby,
+            pin,
+            &name,
+            &joined,
+            meridian_client::session::ReconnectPolicy::default(),
+        );
         let opts = meridian_client::demo::DemoOptions {
             shard: joined.addr,
             cert_sha256: joined.grant.shard.cert_sha256,
-            ticket: joined.grant.ticket,
+            ticket: joined.grant.ticket.clone(),
             duration,
             quic,
+            via_lobby: Some(Box::new((joined, reconnect))),
         };
         meridian_client::demo::run(opts, shutdown, |line| {
             let _ = writeln!(std::io::stdout().lock(), "{line}");
@@ -208,6 +244,53 @@ fn run_client_via_lobby(
         .await?;
         Ok(())
     })
+}
+
+/// `meridian shard drain`: `POST /drain` on a shard's admin endpoint with its token. Exit 0 when
+/// the shard accepted (it drains and exits by itself), 1 when it refused or could not be
+/// reached, 2 for a malformed address.
+fn drain_shard(args: &cli::DrainArgs) -> ExitCode {
+    let url = format!("http://{}/drain", args.admin);
+    if reqwest::Url::parse(&url).is_err() || args.admin.contains('/') {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: --admin `{}` is not host:port",
+            args.admin
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => return fail(EXIT_FAILURE, &RunError::Runtime(err)),
+    };
+    let answer = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&args.token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, body))
+    });
+    match answer {
+        Ok((status, body)) if status.is_success() => {
+            let _ = writeln!(std::io::stdout(), "{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            let _ = writeln!(std::io::stderr(), "error: {url} answered {status}: {body}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot reach {url}: {err}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is set before it).

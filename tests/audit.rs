@@ -158,6 +158,7 @@ fn held(players: &[u64], lease: &Lease) -> ShardPlayers {
             .map(|p| HeldPlayer {
                 player: PlayerId(*p),
                 state: HeldState::Active,
+                pos: None,
             })
             .collect(),
     }

@@ -96,10 +96,53 @@ fn a_duration_that_cannot_be_parsed_is_refused() {
 }
 
 #[test]
-fn insecure_dev_is_refused_pointing_at_the_pin() {
-    let out = run(meridian().args(["bots", "--lobby", "127.0.0.1:7100", "--insecure-dev"]));
-    out.assert_error(2, &["--insecure-dev", "--cert-sha256", "cert_sha256"]);
+fn no_pin_and_no_insecure_dev_is_refused_naming_both() {
+    let out = run(meridian().args(["bots", "--lobby", "127.0.0.1:7100"]));
+    out.assert_error(
+        2,
+        &["no certificate pin", "--cert-sha256", "--insecure-dev"],
+    );
     assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+#[test]
+fn a_pin_and_insecure_dev_together_are_refused() {
+    let out = run(meridian()
+        .args(["bots", "--lobby", "127.0.0.1:7100", "--insecure-dev"])
+        .args(["--cert-sha256", PIN]));
+    out.assert_error(
+        2,
+        &["--cert-sha256", "--insecure-dev", "mutually exclusive"],
+    );
+}
+
+#[test]
+fn insecure_dev_plays_against_a_dev_lobby_without_a_pin_and_says_so_loudly() {
+    let _one = one_world();
+    let dev = DevWorld::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = dir.path().join("insecure.json");
+    let out = meridian()
+        .args(["bots", "--lobby", &dev.lobby, "--insecure-dev"])
+        .args(["--count", "3", "--duration", "2s", "--seed", "3"])
+        .args(["--report", path_str(&report)])
+        .output()
+        .expect("meridian bots runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stderr}",
+        out.status.code()
+    );
+    assert!(
+        stderr.contains("INSECURE") && stderr.contains("--insecure-dev"),
+        "a loud warning: {stderr}"
+    );
+    assert!(
+        stderr.contains(&dev.pin),
+        "the certificate accepted is logged, and it is the lobby's: {stderr}"
+    );
+    assert_played("insecure", &read_report(&report), 3);
 }
 
 #[test]
@@ -213,6 +256,7 @@ impl DevWorld {
         let mut child = meridian()
             .args(["dev", "--bots", "0", "--npcs", "100"])
             .args(["--lobby-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -476,6 +476,50 @@ fn other_validation_errors_exit_2() {
 }
 
 #[test]
+fn shard_standby_zones_are_checked_and_drain_needs_a_reachable_admin_endpoint() {
+    meridian_run(&[
+        "shard",
+        "--ticket-key",
+        KEY,
+        "--dev-cert",
+        "--redis",
+        "redis://127.0.0.1:6390",
+        "--standby-for",
+        "west,bad zone",
+    ])
+    .assert_config_error(&["--standby-for", "zone #2", "`bad zone`"]);
+    meridian_run(&[
+        "shard",
+        "--ticket-key",
+        KEY,
+        "--dev-cert",
+        "--standby-for",
+        "west",
+    ])
+    .assert_config_error(&["--standby-for needs --redis"]);
+    let out = meridian_run(&["shard", "drain", "--admin", "a/b", "--token", "t"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`a/b` is not host:port"),
+        "{}",
+        out.stderr
+    );
+    let port = dead_tcp_port().to_string();
+    let admin = format!("127.0.0.1:{port}");
+    let out = meridian_run(&[
+        "shard",
+        "drain",
+        "--admin",
+        &admin,
+        "--token",
+        "secret-token-1234",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot reach"), "{}", out.stderr);
+    assert!(!out.stderr.contains("secret-token"), "{}", out.stderr);
+}
+
+#[test]
 fn valid_shard_config_is_logged_redacted() {
     let busy = BusyPort::new();
     let (_dir, path) = config_file(&format!(
@@ -500,22 +544,27 @@ fn valid_shard_config_is_logged_redacted() {
 }
 
 #[test]
-fn bots_insecure_dev_is_refused_pointing_at_the_pin() {
-    let out = meridian_run(&[
-        "bots",
-        "--lobby",
-        "127.0.0.1:7100",
-        "--insecure-dev",
-        "--scenario",
-        "geo",
-    ]);
-    assert_eq!(out.code, 2, "stderr: {}", out.stderr);
+fn bots_insecure_dev_names_the_lobby_whose_certificate_it_could_not_read() {
+    // Nothing answers QUIC on this port: the certificate probe gives up after the idle
+    // timeout and says which lobby, and how to do without the flag.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let lobby = format!("127.0.0.1:{port}");
+    let out = meridian_run(&["bots", "--lobby", &lobby, "--insecure-dev"]);
+    assert_eq!(out.code, 1, "stderr: {}", out.stderr);
     let error = out.error_line();
     assert!(
-        error.starts_with("error: bots --insecure-dev is not supported")
-            && error.contains("--cert-sha256")
-            && error.contains("cert_sha256"),
+        error.contains("--insecure-dev")
+            && error.contains(&lobby)
+            && error.contains("--cert-sha256"),
         "{error}"
+    );
+    assert!(
+        out.stderr.contains("INSECURE"),
+        "the warning comes first: {}",
+        out.stderr
     );
     assert!(out.stdout.is_empty(), "{}", out.stdout);
 }
@@ -766,4 +815,170 @@ fn bad_world_map_is_refused_naming_the_file_and_zone() {
         path_str(&path),
     ])
     .assert_config_error(&["--world needs --redis"]);
+}
+
+/// `--check-config` on a shard of the three-region world: exit 0 and a summary on stdout, or
+/// exit 2 naming the missing file. Nothing is bound or dialled (the Redis port is dead).
+#[test]
+fn check_config_validates_the_files_a_config_names_without_running() {
+    let world = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/worlds/three-regions.toml");
+    let shard = |extra: &[&str]| {
+        let mut args = vec![
+            "shard",
+            "--ticket-key",
+            KEY,
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--zone",
+            "north-east",
+            "--region",
+            "london",
+        ];
+        args.extend_from_slice(extra);
+        args.push("--check-config");
+        meridian_run(&args)
+    };
+    let world_arg = path_str(&world).to_owned();
+    let ok = shard(&["--dev-cert", "--world", &world_arg]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(
+        ok.stdout.starts_with("shard configuration OK")
+            && ok.stdout.contains("three-regions")
+            && ok.stdout.contains("4 zones"),
+        "{}",
+        ok.stdout
+    );
+    assert!(
+        !ok.stderr.contains("effective configuration"),
+        "nothing runs: {}",
+        ok.stderr
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing_world = dir.path().join("no-such-world.toml");
+    shard(&["--dev-cert", "--world", path_str(&missing_world)])
+        .assert_config_error(&["--world", path_str(&missing_world)]);
+
+    let missing_cert = dir.path().join("no-such-cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&key_file, "not read: the certificate is missing").expect("write key");
+    shard(&[
+        "--world",
+        &world_arg,
+        "--cert",
+        path_str(&missing_cert),
+        "--key",
+        path_str(&key_file),
+    ])
+    .assert_config_error(&["certificate", path_str(&missing_cert)]);
+
+    // The zone must be one of the map's; a standby's zones too.
+    meridian_run(&[
+        "shard",
+        "--ticket-key",
+        KEY,
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--dev-cert",
+        "--world",
+        &world_arg,
+        "--zone",
+        "atlantis",
+        "--check-config",
+    ])
+    .assert_config_error(&["--zone", "atlantis", "north-east"]);
+    meridian_run(&[
+        "shard",
+        "--ticket-key",
+        KEY,
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--dev-cert",
+        "--world",
+        &world_arg,
+        "--standby-for",
+        "north-east,atlantis",
+        "--check-config",
+    ])
+    .assert_config_error(&["--standby-for", "atlantis"]);
+
+    // A lobby's certificate files are read too; a bad setting is still a setting error.
+    meridian_run(&[
+        "lobby",
+        "--ticket-key",
+        KEY,
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--cert",
+        path_str(&missing_cert),
+        "--key",
+        path_str(&key_file),
+        "--check-config",
+    ])
+    .assert_config_error(&["certificate", path_str(&missing_cert)]);
+    meridian_run(&[
+        "lobby",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--dev-cert",
+        "--check-config",
+    ])
+    .assert_config_error(&["ticket"]);
+}
+
+/// `meridian shard drain --check-config` checks the address and token and sends nothing.
+#[test]
+fn drain_check_config_checks_the_address_and_token_only() {
+    let dead = format!("127.0.0.1:{}", dead_tcp_port());
+    let ok = run(meridian()
+        .args(["shard", "drain", "--admin", &dead, "--check-config"])
+        .env("MERIDIAN_ADMIN_TOKEN", "a-long-enough-admin-token"));
+    assert_eq!(ok.code, 0, "nothing was sent to {dead}: {}", ok.stderr);
+    assert!(ok.stdout.contains("configuration OK"), "{}", ok.stdout);
+    run(meridian()
+        .args(["shard", "drain", "--admin", "no-port", "--check-config"])
+        .env("MERIDIAN_ADMIN_TOKEN", "a-long-enough-admin-token"))
+    .assert_config_error(&["--admin", "no-port"]);
+    run(meridian()
+        .args(["shard", "drain", "--admin", &dead, "--check-config"])
+        .env("MERIDIAN_ADMIN_TOKEN", "short"))
+    .assert_config_error(&["--token", "16"]);
+}
+
+/// `bots --check-config` reads its latency matrix and world map and checks where its report
+/// goes, naming the file at fault.
+#[test]
+fn bots_check_config_names_a_missing_matrix_or_report_directory() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let matrix = repo.join("deploy/latency/rtt-10-regions.csv");
+    let world = repo.join("deploy/worlds/three-regions.toml");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = dir.path().join("report.json");
+    let bots = |matrix: &Path, report: &Path| {
+        meridian_run(&[
+            "bots",
+            "--lobby",
+            "127.0.0.1:7100",
+            "--insecure-dev",
+            "--scenario",
+            "cross",
+            "--world",
+            path_str(&world),
+            "--regions",
+            "dallas,london",
+            "--latency-matrix",
+            path_str(matrix),
+            "--report",
+            path_str(report),
+            "--check-config",
+        ])
+    };
+    let ok = bots(&matrix, &report);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.contains("latency matrix"), "{}", ok.stdout);
+    assert!(!report.exists(), "nothing ran, no report written");
+    let missing = dir.path().join("no-such-matrix.csv");
+    bots(&missing, &report).assert_config_error(&["--latency-matrix", path_str(&missing)]);
+    let nowhere = dir.path().join("no-such-dir").join("report.json");
+    bots(&matrix, &nowhere).assert_config_error(&["--report", path_str(&nowhere)]);
 }

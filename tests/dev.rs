@@ -21,6 +21,8 @@ fn run_dev(extra: &[&str]) -> Value {
             // Tests run side by side: each world's lobby on a free port.
             "--lobby-listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--report",
         ])
         .arg(&report)
@@ -37,6 +39,12 @@ fn run_dev(extra: &[&str]) -> Value {
     assert!(
         stdout.contains("bots started"),
         "a status line a second:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("admin http://127.0.0.1:")),
+        "the admin endpoint's address on port 0 is printed:\n{stdout}"
     );
     let text = std::fs::read_to_string(&report).expect("report written");
     serde_json::from_str(&text).expect("report is JSON")

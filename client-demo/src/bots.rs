@@ -23,11 +23,12 @@ use crate::config::Scenario;
 use crate::latency::{LatencyMatrix, UnknownRegion};
 use crate::lobby::{self, LobbyJoin, LobbyJoinError};
 use crate::report::{
-    self, Churn, Handoffs, Histograms, JoinMs, Mean, MeanMax, MeanMin, Report, Routing, RttMs,
-    TimelinePoint,
+    self, Churn, Handoffs, Histograms, JoinMs, Mean, MeanMax, MeanMin, Reconnects, Report, Routing,
+    RttMs, TimelinePoint,
 };
 use crate::session::{
-    SessionError, SessionEvent, ShardSession, client_endpoint, connect_pinned, resolve_shard_addr,
+    Reconnect, ReconnectPolicy, SessionError, SessionEvent, ShardSession, client_endpoint,
+    connect_pinned, resolve_shard_addr,
 };
 use meridian_protocol::control::ZoneBoundsMsg;
 use meridian_protocol::handshake::RejectMsg;
@@ -646,6 +647,14 @@ struct BotResult {
     tick_hz: Option<u16>,
     /// Never started: the run stopped first.
     not_started: bool,
+    /// Time out of each completed reconnection, milliseconds.
+    reconnect_out_ms: Vec<f64>,
+    /// Reconnections that gave up.
+    reconnects_failed: u32,
+    /// The newest committed score seen (kept in memory across sessions).
+    score: Option<u64>,
+    /// The score went down after a reconnection.
+    score_decreased: bool,
 }
 
 /// `start + duration`, or a century on if that cannot be represented.
@@ -898,18 +907,20 @@ async fn join_shard(
         RetryEnd::Exhausted { .. } => "lobby_connect",
         RetryEnd::Fatal(e) => join_error_kind(&e),
     })?;
-    let session = ShardSession::connect(
-        endpoint,
-        joined.addr,
-        joined.grant.shard.cert_sha256,
-        joined.grant.ticket.clone(),
-        &plan.quic,
-    )
-    .await
-    .map_err(|e| match e {
-        SessionError::Rejected(_) => "shard_rejected",
-        _ => "shard_connect",
-    })?;
+    // A lost shard is come back to through the lobby, with the grant's resume ticket.
+    let reconnect = Reconnect::after_join(
+        plan.lobby,
+        plan.lobby_pin,
+        name,
+        &joined,
+        ReconnectPolicy::default(),
+    );
+    let session = ShardSession::connect_resilient(endpoint, &joined, reconnect, &plan.quic)
+        .await
+        .map_err(|e| match e {
+            SessionError::Rejected(_) => "shard_rejected",
+            _ => "shard_connect",
+        })?;
     Ok((joined, session))
 }
 
@@ -1070,7 +1081,28 @@ async fn play(
                     progress.send_modify(|p| p.handoffs_failed += 1);
                     ended = true;
                 }
-                SessionEvent::Score { .. } | SessionEvent::Chat { .. } => {}
+                SessionEvent::Disconnected { shard, reason } => {
+                    tracing::debug!(bot = i, %shard, %reason, "shard lost; reconnecting");
+                }
+                SessionEvent::Reconnected { out_for, .. } => {
+                    r.reconnect_out_ms.push(out_for.as_secs_f64() * 1000.0);
+                }
+                SessionEvent::Score { total, .. } => {
+                    if let Some(before) = r.score
+                        && total < before
+                        && !r.reconnect_out_ms.is_empty()
+                    {
+                        tracing::warn!(
+                            bot = i,
+                            before,
+                            total,
+                            "score went down after a reconnection"
+                        );
+                        r.score_decreased = true;
+                    }
+                    r.score = Some(r.score.map_or(total, |s| s.max(total)));
+                }
+                SessionEvent::Chat { .. } => {}
             }
         }
         if ended {
@@ -1078,6 +1110,10 @@ async fn play(
         }
     };
     let stats = session.stats();
+    if stats.reconnect_failures > 0 {
+        r.reconnects_failed += stats.reconnect_failures as u32;
+        record_error(r, progress, "reconnect_failed");
+    }
     r.snapshots += stats.snapshots;
     r.bytes_down += stats.bytes_down;
     r.bytes_up += stats.bytes_up;
@@ -1187,6 +1223,11 @@ fn summarize(plan: &BotsPlan, elapsed: Duration, results: Vec<BotResult>) -> Rep
         .flat_map(|r| r.blackouts_ms.iter().copied())
         .collect();
     let handoffs_failed = results.iter().map(|r| r.handoffs_failed).sum();
+    let mut outages: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.reconnect_out_ms.iter().copied())
+        .collect();
+    let reconnects_failed = results.iter().map(|r| r.reconnects_failed).sum();
     let histograms = Histograms {
         join_ms: report::log_buckets(&join),
         rtt_ms: report::log_buckets(&rtt),
@@ -1232,6 +1273,8 @@ fn summarize(plan: &BotsPlan, elapsed: Duration, results: Vec<BotResult>) -> Rep
         up_bytes_per_s: Mean { mean: mean(&up) },
         handoffs: Handoffs::from_blackouts(&mut blackouts, handoffs_failed),
         disconnects: results.iter().filter(|r| r.disconnected).count() as u32,
+        reconnects: Reconnects::from_outages(&mut outages, reconnects_failed),
+        score_decreases: results.iter().filter(|r| r.score_decreased).count() as u32,
         errors,
         routing: Routing {
             optimal: routed.iter().filter(|o| **o).count() as u32,
@@ -2115,6 +2158,53 @@ mod tests {
         );
         let wander = summarize(&plan(Scenario::Wander, None), Duration::ZERO, Vec::new());
         assert_eq!(wander.churn, None);
+    }
+
+    #[test]
+    fn reconnections_and_score_decreases_are_summarized() {
+        let results = vec![
+            BotResult {
+                join_ms: vec![10.0],
+                reconnect_out_ms: vec![400.0, 3_000.0],
+                play_s: 5.0,
+                ..BotResult::default()
+            },
+            BotResult {
+                join_ms: vec![10.0],
+                reconnect_out_ms: vec![1_000.0],
+                score_decreased: true,
+                play_s: 5.0,
+                ..BotResult::default()
+            },
+            BotResult {
+                join_ms: vec![10.0],
+                reconnects_failed: 1,
+                disconnected: true,
+                play_s: 5.0,
+                ..BotResult::default()
+            },
+        ];
+        let r = summarize(
+            &plan(Scenario::Wander, None),
+            Duration::from_secs(5),
+            results,
+        );
+        assert_eq!(
+            r.reconnects,
+            Reconnects {
+                count: 3,
+                failed: 1,
+                out_ms_p50: 1_000.0,
+                out_ms_p99: 3_000.0,
+                out_ms_max: 3_000.0,
+            }
+        );
+        assert_eq!(r.score_decreases, 1);
+        let quiet = summarize(&plan(Scenario::Wander, None), Duration::ZERO, Vec::new());
+        assert_eq!(
+            (quiet.reconnects, quiet.score_decreases),
+            (Reconnects::default(), 0)
+        );
     }
 
     #[test]

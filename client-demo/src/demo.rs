@@ -2,7 +2,8 @@
 //! side every three seconds, at full speed), and prints once a second what it sees, and a line
 //! at each handoff to another shard (the session follows it by itself).
 
-use crate::session::{SessionError, SessionEvent, ShardSession, client_endpoint};
+use crate::lobby::LobbyJoin;
+use crate::session::{Reconnect, SessionError, SessionEvent, ShardSession, client_endpoint};
 use meridian_protocol::quic::{CertSha256, QuicConfig};
 use meridian_protocol::snapshot::EntityKind;
 use meridian_protocol::ticket::SignedTicket;
@@ -25,6 +26,10 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
     /// Transport settings.
     pub quic: QuicConfig,
+    /// Set when the ticket came from a lobby: the grant and how to come back through the lobby
+    /// after losing the shard (the session then reconnects by itself); `None`: a direct ticket,
+    /// a lost shard ends the demo.
+    pub via_lobby: Option<Box<(LobbyJoin, Reconnect)>>,
 }
 
 /// One line of the demo's output, once a second.
@@ -130,14 +135,22 @@ pub async fn run(
         addr: opts.shard,
         detail: e.to_string(),
     })?;
-    let mut session = ShardSession::connect(
-        &endpoint,
-        opts.shard,
-        opts.cert_sha256,
-        opts.ticket,
-        &opts.quic,
-    )
-    .await?;
+    let mut session = match opts.via_lobby {
+        Some(via) => {
+            let (joined, reconnect) = *via;
+            ShardSession::connect_resilient(&endpoint, &joined, reconnect, &opts.quic).await?
+        }
+        None => {
+            ShardSession::connect(
+                &endpoint,
+                opts.shard,
+                opts.cert_sha256,
+                opts.ticket,
+                &opts.quic,
+            )
+            .await?
+        }
+    };
     let hz = u32::from(session.welcome().tick_hz.max(1));
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / hz);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -184,6 +197,16 @@ pub async fn run(
                 }
                 SessionEvent::HandoffFailed { shard, detail } => {
                     tracing::warn!(%shard, %detail, "handoff failed");
+                }
+                SessionEvent::Disconnected { shard, reason } => {
+                    tracing::warn!(%shard, %reason, "shard lost; reconnecting");
+                }
+                SessionEvent::Reconnected {
+                    shard,
+                    out_for,
+                    attempts,
+                } => {
+                    tracing::info!(%shard, ?out_for, attempts, "reconnected");
                 }
                 SessionEvent::Chat { .. } => {}
             }

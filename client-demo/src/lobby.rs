@@ -62,6 +62,42 @@ impl LobbyJoinError {
     }
 }
 
+/// How a reconnecting client treats a failed join through the lobby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinRetry {
+    /// Try again after the backoff (the lobby or a shard was out of reach, busy or full).
+    Backoff,
+    /// Try again after at least this delay, as the lobby asked ("unavailable, retry after").
+    After(Duration),
+    /// The resume ticket was refused (expired, forged, of an unknown player): join by name.
+    WithoutResume,
+    /// Trying again cannot help (another protocol version, a refused name).
+    Never,
+}
+
+impl LobbyJoinError {
+    /// What a client that wants to get back in should do after this error.
+    pub fn retry(&self) -> JoinRetry {
+        use meridian_protocol::handshake::RejectReason;
+        match self {
+            Self::Rejected(r) => match r.reason {
+                RejectReason::Unavailable { retry_after_ms } => {
+                    JoinRetry::After(Duration::from_millis(u64::from(retry_after_ms)))
+                }
+                RejectReason::BadTicket => JoinRetry::WithoutResume,
+                RejectReason::VersionMismatch { .. } | RejectReason::BadName => JoinRetry::Never,
+                RejectReason::Malformed | RejectReason::Full => JoinRetry::Backoff,
+            },
+            Self::Connect(_)
+            | Self::Unexpected
+            | Self::Closed
+            | Self::Read(_)
+            | Self::Write(_)
+            | Self::BadAddress { .. } => JoinRetry::Backoff,
+        }
+    }
+}
+
 /// What the lobby answered.
 #[derive(Clone, Debug)]
 pub struct LobbyJoin {

@@ -36,6 +36,13 @@ pub struct Report {
     pub handoffs: Handoffs,
     /// Sessions that ended without the bot leaving (kicked, connection lost).
     pub disconnects: u32,
+    /// Shards lost and come back to through the lobby, and how long the bots were out.
+    #[serde(default)]
+    pub reconnects: Reconnects,
+    /// Bots that saw their score go down after a reconnection (the score must survive a lost
+    /// shard: anything but 0 is a bug).
+    #[serde(default)]
+    pub score_decreases: u32,
     /// Errors by kind.
     pub errors: BTreeMap<String, u32>,
     /// Routing quality, when a latency matrix is in use.
@@ -255,6 +262,35 @@ impl Handoffs {
     }
 }
 
+/// Reconnections through the lobby after a lost shard, and how long the player was out (last
+/// snapshot before the loss → first snapshot after).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reconnects {
+    /// Reconnections completed.
+    pub count: u32,
+    /// Reconnections that gave up (the bot's session ended).
+    pub failed: u32,
+    /// Median time out, milliseconds.
+    pub out_ms_p50: f64,
+    /// 99th percentile time out, milliseconds.
+    pub out_ms_p99: f64,
+    /// Longest time out, milliseconds.
+    pub out_ms_max: f64,
+}
+
+impl Reconnects {
+    /// The summary of `out_ms` (one per completed reconnection) and `failed` ones.
+    pub fn from_outages(out_ms: &mut [f64], failed: u32) -> Self {
+        Self {
+            count: out_ms.len() as u32,
+            failed,
+            out_ms_p50: percentile(out_ms, 0.5),
+            out_ms_p99: percentile(out_ms, 0.99),
+            out_ms_max: percentile(out_ms, 1.0),
+        }
+    }
+}
+
 /// How many bots landed on the shard with the lowest true round trip.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Routing {
@@ -329,6 +365,8 @@ mod tests {
             "up_bytes_per_s",
             "handoffs",
             "disconnects",
+            "reconnects",
+            "score_decreases",
             "errors",
             "routing",
             "shards",
@@ -341,6 +379,10 @@ mod tests {
             ("snapshots_per_s", &["mean", "min"]),
             ("down_bytes_per_s", &["mean", "max"]),
             ("up_bytes_per_s", &["mean"]),
+            (
+                "reconnects",
+                &["count", "failed", "out_ms_p50", "out_ms_p99", "out_ms_max"],
+            ),
             (
                 "handoffs",
                 &["count", "failed", "ms_p50", "ms_p99", "ms_max"],

@@ -380,6 +380,18 @@ fn summary_table(page: &mut String, r: &Report) {
         ),
         ("disconnects".into(), r.disconnects.to_string()),
         (
+            "reconnects / failed".into(),
+            format!("{} / {}", r.reconnects.count, r.reconnects.failed),
+        ),
+        (
+            "time out ms p50 / p99 / max".into(),
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                r.reconnects.out_ms_p50, r.reconnects.out_ms_p99, r.reconnects.out_ms_max
+            ),
+        ),
+        ("score decreases".into(), r.score_decreases.to_string()),
+        (
             "routing optimal / total".into(),
             format!("{} / {}", r.routing.optimal, r.routing.total),
         ),

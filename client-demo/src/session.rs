@@ -27,14 +27,34 @@
 //!
 //! If the switch fails twice, [`SessionEvent::HandoffFailed`] then [`SessionEvent::Closed`]
 //! end the session.
+//!
+//! Coming back after a lost shard (sessions opened with a [`Reconnect`]):
+//! 1. The loss is seen as the connection closing (QUIC's idle timeout: a few missed
+//!    keep-alives, 3 s with the default [`QuicConfig`]), a kick that asks the client to go
+//!    back to the lobby ([`reconnect_hint`]: the zone was lost, the shard drains or shuts
+//!    down), or a failed handoff. [`SessionEvent::Disconnected`] says so.
+//! 2. A background task goes back to the lobby with the resume ticket of the last grant, which
+//!    sends the player to the shard that holds its zone now, and joins that shard. Before each
+//!    attempt it waits a delay drawn uniformly below an exponential ceiling
+//!    ([`ReconnectPolicy::delay`], "full jitter"), so the clients of a dead shard do not come
+//!    back all at once; "unavailable, retry after" from the lobby adds its delay to that.
+//! 3. On the welcome, inputs go to the new shard; at its first snapshot what the game sees
+//!    moves there and [`SessionEvent::Reconnected`] reports how long the player was out and
+//!    the attempts it took. Past [`ReconnectPolicy::give_up_after`] (or on a refusal that no
+//!    retry can change) [`SessionEvent::Closed`] ends the session with the reason.
+//!
+//! Meanwhile [`ShardSession::send_input`] succeeds (the inputs go nowhere), so a game loop
+//! does not need to know.
 
+use crate::lobby::{self, JoinRetry, LobbyJoin};
 use crate::world::{ClientWorld, EntitySample};
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared as SharedFuture};
 use meridian_protocol::codec::{self, BoundedVec};
 use meridian_protocol::control::{
-    ClientControlMsg, HandoffMsg, KickMsg, NeighbourMsg, ShardControlMsg, ShardHelloMsg, WelcomeMsg,
+    ClientControlMsg, HandoffMsg, KickMsg, KickReason, NeighbourMsg, ShardControlMsg,
+    ShardHelloMsg, WelcomeMsg,
 };
 use meridian_protocol::datagram::{
     ClientDatagramMsg, InputFrameMsg, InputMsg, MAX_DATAGRAM_BYTES, MAX_REDUNDANT_INPUTS, PingMsg,
@@ -45,8 +65,9 @@ use meridian_protocol::handshake::RejectMsg;
 use meridian_protocol::quantize::{PositionQuantizer, angle_to_byte};
 use meridian_protocol::quic::{self, CertSha256, QuicConfig};
 use meridian_protocol::stream::{self, StreamReadError, StreamWriteError};
-use meridian_protocol::ticket::SignedTicket;
+use meridian_protocol::ticket::{SignedTicket, random_nonce};
 use meridian_protocol::{EntityId, InputSeq, PROTOCOL_VERSION, ShardId, Tick, ZoneId};
+use rand::{Rng as _, SeedableRng as _};
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -131,6 +152,9 @@ pub enum SessionError {
     /// The session is over: its control stream takes no more messages.
     #[error("the session is closed")]
     Closed,
+    /// The reconnection settings were refused.
+    #[error("reconnect policy: {0}")]
+    Reconnect(String),
 }
 
 /// Something that happened in the session, in order.
@@ -173,8 +197,153 @@ pub enum SessionEvent {
         /// What failed.
         detail: String,
     },
-    /// The connection closed (the reason as quinn tells it); the session is over.
+    /// The connection closed (the reason as quinn tells it, or why reconnecting gave up); the
+    /// session is over.
     Closed(String),
+    /// The shard was lost (connection timed out or closed, a kick asking to reconnect, a failed
+    /// handoff) and the session, opened with a [`Reconnect`], is coming back through the lobby.
+    /// [`SessionEvent::Reconnected`] or [`SessionEvent::Closed`] follows.
+    Disconnected {
+        /// The shard lost.
+        shard: ShardId,
+        /// What happened.
+        reason: String,
+    },
+    /// The session plays again, on the shard that holds the player's zone now: the welcome,
+    /// world and own entity are that shard's from this event on.
+    Reconnected {
+        /// The shard played on now.
+        shard: ShardId,
+        /// Arrival of the last snapshot before the loss → arrival of the first one after.
+        out_for: Duration,
+        /// Joins through the lobby it took (1 if the first one worked).
+        attempts: u32,
+    },
+}
+
+/// Whether a kick asks the client to come back through the lobby rather than to stop: the
+/// shard lost its zone, drains or shuts down, or handed the player to a shard the client did
+/// not reach.
+pub fn reconnect_hint(reason: KickReason) -> bool {
+    match reason {
+        KickReason::ZoneLost
+        | KickReason::Shutdown
+        | KickReason::HandedOff
+        | KickReason::Draining => true,
+        KickReason::Malformed
+        | KickReason::InputFlood
+        | KickReason::SpeedLimit
+        | KickReason::Idle
+        | KickReason::Admin => false,
+    }
+}
+
+/// How a session comes back after losing its shard: the backoff between joins through the
+/// lobby and how long it keeps trying.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Ceiling of the first delay; each further attempt doubles it, up to `cap`.
+    pub base: Duration,
+    /// Largest ceiling of a delay.
+    pub cap: Duration,
+    /// Gives up once this long has passed since the loss.
+    pub give_up_after: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+            give_up_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a [`ReconnectPolicy`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconnectPolicyError {
+    /// The base delay is zero: every client would come back at once.
+    #[error("reconnect base delay must be above zero")]
+    ZeroBase,
+    /// The cap is below the base.
+    #[error("reconnect delay cap {cap:?} is below the base delay {base:?}")]
+    CapBelowBase {
+        /// The base given.
+        base: Duration,
+        /// The cap given.
+        cap: Duration,
+    },
+    /// No time to try even once.
+    #[error("reconnect give-up time must be above zero")]
+    ZeroGiveUp,
+}
+
+impl ReconnectPolicy {
+    /// Checks the delays.
+    pub fn validate(&self) -> Result<(), ReconnectPolicyError> {
+        if self.base.is_zero() {
+            return Err(ReconnectPolicyError::ZeroBase);
+        }
+        if self.cap < self.base {
+            return Err(ReconnectPolicyError::CapBelowBase {
+                base: self.base,
+                cap: self.cap,
+            });
+        }
+        if self.give_up_after.is_zero() {
+            return Err(ReconnectPolicyError::ZeroGiveUp);
+        }
+        Ok(())
+    }
+
+    /// The ceiling of the delay before attempt `attempt` (0 for the first): `base · 2^attempt`,
+    /// at most `cap`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// The delay before attempt `attempt`: `unit` (drawn uniformly in `[0, 1)`) of its
+    /// [`Self::ceiling`] ("full jitter": clients that lost the same shard spread out).
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        self.ceiling(attempt).mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+/// What a session needs to come back through the lobby by itself.
+#[derive(Clone, Debug)]
+pub struct Reconnect {
+    /// The lobby's address.
+    pub lobby: SocketAddr,
+    /// SHA-256 of the lobby's certificate.
+    pub lobby_pin: CertSha256,
+    /// The player's name (sent in the hello; the resume ticket names the player).
+    pub name: String,
+    /// The resume ticket of the last grant (replaced by each new grant).
+    pub resume: Option<SignedTicket>,
+    /// Backoff and give-up time.
+    pub policy: ReconnectPolicy,
+}
+
+impl Reconnect {
+    /// Comes back through `lobby` (pinned by `lobby_pin`) as `name`, with the resume ticket of
+    /// `joined`'s grant.
+    pub fn after_join(
+        lobby: SocketAddr,
+        lobby_pin: CertSha256,
+        name: &str,
+        joined: &LobbyJoin,
+        policy: ReconnectPolicy,
+    ) -> Self {
+        Self {
+            lobby,
+            lobby_pin,
+            name: name.to_owned(),
+            resume: Some(joined.grant.resume.clone()),
+            policy,
+        }
+    }
 }
 
 /// Figures of the session so far.
@@ -209,8 +378,15 @@ pub struct SessionStats {
     /// Early connections that could not be opened (bad address, unreachable, refused).
     pub warm_failures: u64,
     /// Events dropped because the game did not read them and the queue was full (score, chat
-    /// and handoff reports; endings are never dropped).
+    /// and handoff reports; endings and reconnections are never dropped).
     pub events_dropped: u64,
+    /// Reconnections completed (first snapshot after the loss received).
+    pub reconnects: u64,
+    /// Reconnections that gave up (the session ended).
+    pub reconnect_failures: u64,
+    /// How long the player was out at each completed reconnection, oldest first (the newest
+    /// [`MAX_BLACKOUTS_KEPT`]).
+    pub outages: Vec<Duration>,
 }
 
 impl SessionStats {
@@ -231,6 +407,9 @@ impl SessionStats {
             warm_connections: 0,
             warm_failures: 0,
             events_dropped: 0,
+            reconnects: 0,
+            reconnect_failures: 0,
+            outages: Vec::new(),
         }
     }
 }
@@ -255,6 +434,8 @@ struct Pending {
     from: ShardId,
     /// Arrival of the last snapshot from the old shard (or the start of the switch if none).
     since: Instant,
+    /// `Some(attempts)` when the new shard was reached by reconnecting through the lobby.
+    reconnect: Option<u32>,
 }
 
 /// State shared by the game's handle and the driver.
@@ -272,9 +453,14 @@ struct Shared {
     /// Arrival of the newest snapshot datagram from the shard shown.
     last_snapshot_at: Option<Instant>,
     pending: Option<Pending>,
-    /// A handoff is in flight: the old shard may close its connection meanwhile, which is no
-    /// reason to refuse inputs (they are replayed to the new shard).
+    /// A handoff or a reconnection is in flight: the old shard may close its connection
+    /// meanwhile, which is no reason to refuse inputs (they are replayed to the new shard).
     switching: bool,
+    /// The session reconnects by itself: an input that cannot be sent because the connection
+    /// just died is no error (the driver is about to notice and reconnect).
+    resilient: bool,
+    /// The game left on purpose: the connection closing is no reason to reconnect.
+    leaving: bool,
     input: InputState,
     /// Pending ping nonces and when they were sent.
     pings: VecDeque<(u64, Instant)>,
@@ -339,6 +525,28 @@ pub async fn connect_pinned(
         .map_err(|e| fail(e.to_string()))?
         .await
         .map_err(|e| fail(e.to_string()))
+}
+
+/// DEVELOPMENT ONLY (`--insecure-dev`): connects to `addr` accepting any certificate, and
+/// returns the SHA-256 of the one it presented, for the caller to pin from then on (trust on
+/// first use). The connection is closed at once.
+pub async fn probe_cert_sha256(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    quic_cfg: &QuicConfig,
+) -> Result<CertSha256, SessionError> {
+    let fail = |detail: String| SessionError::Connect { addr, detail };
+    let (cfg, seen) = quic::insecure_client_config(quic_cfg).map_err(|e| fail(e.to_string()))?;
+    let conn = endpoint
+        .connect_with(cfg, addr, quic::SERVER_NAME)
+        .map_err(|e| fail(e.to_string()))?
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    conn.close(quic::close_code::DONE.into(), b"certificate probe");
+    let pin = *seen
+        .lock()
+        .map_err(|_| fail("certificate probe: lock poisoned".into()))?;
+    pin.ok_or_else(|| fail("the server presented no certificate".into()))
 }
 
 /// Resolves a shard's `host:port` as sent in [`NeighbourMsg`] and [`HandoffMsg`].
@@ -494,6 +702,36 @@ impl ShardSession {
         Self::start(endpoint, quic_cfg, conn, addr, ticket).await
     }
 
+    /// Connects to the shard `joined` granted, with its ticket, and waits for the welcome; the
+    /// session then comes back by itself through the lobby after losing its shard, under
+    /// `reconnect` (see the [module documentation](self)).
+    pub async fn connect_resilient(
+        endpoint: &quinn::Endpoint,
+        joined: &LobbyJoin,
+        reconnect: Reconnect,
+        quic_cfg: &QuicConfig,
+    ) -> Result<Self, SessionError> {
+        reconnect
+            .policy
+            .validate()
+            .map_err(|e| SessionError::Reconnect(e.to_string()))?;
+        let conn = connect_pinned(
+            endpoint,
+            joined.addr,
+            joined.grant.shard.cert_sha256,
+            quic_cfg,
+        )
+        .await?;
+        let admission = admit(&conn, joined.addr, joined.grant.ticket.clone()).await?;
+        Ok(Self::begin(
+            endpoint,
+            quic_cfg,
+            conn,
+            admission,
+            Some(reconnect),
+        ))
+    }
+
     /// Starts a session on an open connection (one opened early, before the ticket arrived)
     /// made on `endpoint`; the session opens the connections of later handoffs there, with
     /// `quic_cfg`.
@@ -504,12 +742,24 @@ impl ShardSession {
         addr: SocketAddr,
         ticket: SignedTicket,
     ) -> Result<Self, SessionError> {
+        let admission = admit(&conn, addr, ticket).await?;
+        Ok(Self::begin(endpoint, quic_cfg, conn, admission, None))
+    }
+
+    /// The session on an admitted connection: shared state, view, driver.
+    fn begin(
+        endpoint: &quinn::Endpoint,
+        quic_cfg: &QuicConfig,
+        conn: quinn::Connection,
+        admission: Admission,
+        reconnect: Option<Reconnect>,
+    ) -> Self {
         let Admission {
             send,
             recv,
             welcome,
             quantizer,
-        } = admit(&conn, addr, ticket).await?;
+        } = admission;
         let mut bg = JoinSet::new();
         let (control_tx, control_rx) = spawn_link(&mut bg, send, recv);
         let shared = Arc::new(Mutex::new(Shared {
@@ -522,6 +772,8 @@ impl ShardSession {
             last_snapshot_at: None,
             pending: None,
             switching: false,
+            resilient: reconnect.is_some(),
+            leaving: false,
             input: InputState {
                 next_seq: 1,
                 recent: VecDeque::with_capacity(MAX_REDUNDANT_INPUTS),
@@ -552,14 +804,16 @@ impl ShardSession {
             orphans: HashSet::new(),
             bg,
             switching: None,
+            reconnect,
+            reconnecting: None,
         };
-        Ok(Self {
+        Self {
             shared,
             view,
             events,
             nonce: AtomicU64::new(1),
             driver: tokio::spawn(driver.run()),
-        })
+        }
     }
 
     /// The welcome of the shard played on now: player, entity, zone, tick rate. It changes at
@@ -699,7 +953,9 @@ impl ShardSession {
     /// Leaves on purpose: tells the shard, then closes.
     pub async fn leave(self) {
         let (tx, conn) = {
-            let s = self.lock();
+            let mut s = self.lock();
+            s.leaving = true;
+            s.resilient = false;
             (s.control_tx.clone(), s.conn.clone())
         };
         if tx.send(ClientControlMsg::Leave).await.is_ok() {
@@ -751,7 +1007,7 @@ fn send_inputs(s: &mut Shared) -> Result<(), SessionError> {
         .map_err(|e| SessionError::Datagram(e.to_string()))?;
     let len = s.input.buf.len() as u64;
     if let Err(e) = s.conn.send_datagram(Bytes::copy_from_slice(&s.input.buf)) {
-        if s.switching {
+        if s.switching || s.resilient {
             debug!(error = %e, "input not sent to the old shard during a handoff; it will be replayed");
             return Ok(());
         }
@@ -775,6 +1031,8 @@ enum Bg {
     },
     /// The switch to a new shard finished (or failed twice).
     Switch(Box<Result<Switched, String>>),
+    /// The reconnection through the lobby finished (or gave up).
+    Reconnect(Box<Result<Resumed, GaveUp>>),
     /// A stream task ended.
     Done,
 }
@@ -783,6 +1041,28 @@ enum Bg {
 struct Switched {
     conn: quinn::Connection,
     admission: Admission,
+}
+
+/// A reconnection in flight.
+struct Reconnecting {
+    /// The shard lost.
+    from: ShardId,
+    task: tokio::task::Id,
+}
+
+/// A shard reached again through the lobby.
+struct Resumed {
+    conn: quinn::Connection,
+    admission: Admission,
+    /// The resume ticket of the new grant.
+    resume: SignedTicket,
+    attempts: u32,
+}
+
+/// Reconnecting stopped for good.
+struct GaveUp {
+    attempts: u32,
+    detail: String,
 }
 
 /// A handoff in flight.
@@ -821,6 +1101,10 @@ struct Driver {
     orphans: HashSet<u64>,
     bg: JoinSet<Bg>,
     switching: Option<Switching>,
+    /// How to come back after losing the shard; `None`: the session ends instead.
+    reconnect: Option<Reconnect>,
+    /// A reconnection in flight.
+    reconnecting: Option<Reconnecting>,
 }
 
 /// Starts the reader and writer tasks of a connection's control stream.
@@ -957,6 +1241,146 @@ async fn switch_shard(
         .map_err(|second| format!("{second} (first attempt: {first})"))
 }
 
+/// Longest one reconnection attempt (join through the lobby, measurements, admission by the
+/// shard) may take.
+pub const RECONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why one reconnection attempt failed, and what to do next.
+enum AttemptError {
+    /// Try again after the backoff, and at least `after` if given.
+    Retry {
+        after: Option<Duration>,
+        detail: String,
+    },
+    /// The resume ticket was refused: go on joining by name.
+    DropResume(String),
+    /// No retry can help.
+    Fatal(String),
+}
+
+/// One attempt: join through the lobby with the resume ticket, then the shard granted.
+async fn attempt_resume(
+    endpoint: &quinn::Endpoint,
+    quic_cfg: &QuicConfig,
+    r: &Reconnect,
+) -> Result<Resumed, AttemptError> {
+    let joined = lobby::join(
+        endpoint,
+        r.lobby,
+        r.lobby_pin,
+        &r.name,
+        r.resume.clone(),
+        quic_cfg,
+    )
+    .await
+    .map_err(|e| {
+        let detail = e.to_string();
+        match e.retry() {
+            JoinRetry::Backoff => AttemptError::Retry {
+                after: None,
+                detail,
+            },
+            JoinRetry::After(after) => AttemptError::Retry {
+                after: Some(after),
+                detail,
+            },
+            JoinRetry::WithoutResume => AttemptError::DropResume(detail),
+            JoinRetry::Never => AttemptError::Fatal(detail),
+        }
+    })?;
+    let retry = |e: SessionError| {
+        let after = match &e {
+            SessionError::Rejected(RejectMsg {
+                reason: meridian_protocol::handshake::RejectReason::Unavailable { retry_after_ms },
+                ..
+            }) => Some(Duration::from_millis(u64::from(*retry_after_ms))),
+            _ => None,
+        };
+        AttemptError::Retry {
+            after,
+            detail: format!("shard {}: {e}", joined.grant.shard.shard),
+        }
+    };
+    let conn = connect_pinned(
+        endpoint,
+        joined.addr,
+        joined.grant.shard.cert_sha256,
+        quic_cfg,
+    )
+    .await
+    .map_err(retry)?;
+    match admit(&conn, joined.addr, joined.grant.ticket.clone()).await {
+        Ok(admission) => Ok(Resumed {
+            conn,
+            admission,
+            resume: joined.grant.resume,
+            attempts: 0,
+        }),
+        Err(e) => {
+            conn.close(quic::close_code::DONE.into(), b"admission refused");
+            Err(retry(e))
+        }
+    }
+}
+
+/// Comes back through the lobby: attempts until one works, a refusal no retry can change, or
+/// [`ReconnectPolicy::give_up_after`]. Each attempt waits its [`ReconnectPolicy::delay`]
+/// first (drawn from an RNG seeded with `seed`), plus what the lobby asked for.
+async fn reconnect_through_lobby(
+    endpoint: quinn::Endpoint,
+    quic_cfg: QuicConfig,
+    mut r: Reconnect,
+    seed: u64,
+) -> Result<Resumed, GaveUp> {
+    let give_up_at = tokio::time::Instant::now() + r.policy.give_up_after;
+    let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+    let mut attempts = 0u32;
+    let mut at_least = Duration::ZERO;
+    let mut last = String::from("no attempt was made");
+    loop {
+        let pause = at_least + r.policy.delay(attempts, rng.random::<f64>());
+        let start_at = tokio::time::Instant::now() + pause;
+        if start_at >= give_up_at {
+            return Err(GaveUp {
+                attempts,
+                detail: format!(
+                    "no shard within {:?} ({attempts} attempts); last error: {last}",
+                    r.policy.give_up_after
+                ),
+            });
+        }
+        tokio::time::sleep_until(start_at).await;
+        attempts += 1;
+        let budget = give_up_at
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(RECONNECT_ATTEMPT_TIMEOUT);
+        at_least = Duration::ZERO;
+        match tokio::time::timeout(budget, attempt_resume(&endpoint, &quic_cfg, &r)).await {
+            Ok(Ok(mut resumed)) => {
+                resumed.attempts = attempts;
+                return Ok(resumed);
+            }
+            Ok(Err(AttemptError::Retry { after, detail })) => {
+                at_least = after.unwrap_or_default();
+                last = detail;
+            }
+            Ok(Err(AttemptError::DropResume(detail))) => {
+                // Expired or unknown: the name still says who the player is.
+                r.resume = None;
+                last = detail;
+            }
+            Ok(Err(AttemptError::Fatal(detail))) => {
+                return Err(GaveUp {
+                    attempts,
+                    detail: format!("refused for good: {detail}"),
+                });
+            }
+            Err(_) => last = format!("attempt {attempts} took longer than {budget:?}"),
+        }
+        debug!(attempt = attempts, error = %last, "reconnect attempt failed");
+    }
+}
+
 /// A failed handoff attempt is retried when the ticket was not spent: the connection could not
 /// be made, or the shard said "unavailable, retry" (it forgets the nonce then).
 fn worth_retrying(error: &SessionError) -> bool {
@@ -973,12 +1397,21 @@ fn worth_retrying(error: &SessionError) -> bool {
 impl Driver {
     async fn run(mut self) {
         loop {
-            if !self.conn_open && !self.control_open && self.switching.is_none() {
+            if !self.conn_open
+                && !self.control_open
+                && self.switching.is_none()
+                && self.reconnecting.is_none()
+            {
                 let reason = self
                     .conn
                     .close_reason()
                     .map(|r| r.to_string())
                     .unwrap_or_else(|| "closed".into());
+                if self.reconnect.is_some() && !lock(&self.shared).leaving {
+                    self.start_reconnect(format!("connection lost: {reason}"))
+                        .await;
+                    continue;
+                }
                 self.emit(SessionEvent::Closed(reason)).await;
                 return;
             }
@@ -1027,7 +1460,11 @@ impl Driver {
     async fn emit(&self, event: SessionEvent) {
         let ending = matches!(
             event,
-            SessionEvent::Kicked(_) | SessionEvent::Closed(_) | SessionEvent::HandoffFailed { .. }
+            SessionEvent::Kicked(_)
+                | SessionEvent::Closed(_)
+                | SessionEvent::HandoffFailed { .. }
+                | SessionEvent::Disconnected { .. }
+                | SessionEvent::Reconnected { .. }
         );
         if ending {
             let _ = self.events.send(event).await;
@@ -1080,6 +1517,14 @@ impl Driver {
             event
         };
         if let Some(event) = event {
+            if let SessionEvent::Reconnected {
+                shard,
+                out_for,
+                attempts,
+            } = &event
+            {
+                info!(player = %self.player, %shard, out_ms = out_for.as_millis() as u64, attempts, "playing again after a reconnection");
+            }
             self.emit(event).await;
         }
     }
@@ -1105,7 +1550,16 @@ impl Driver {
                 Some(sw) => {
                     debug!(reason = ?k.reason, to = %sw.shard, "kick from the old shard ignored during a handoff")
                 }
-                None => self.emit(SessionEvent::Kicked(k)).await,
+                None if self.reconnect.is_some() && reconnect_hint(k.reason) => {
+                    self.start_reconnect(format!("kicked ({:?}): {}", k.reason, k.detail))
+                        .await;
+                }
+                None => {
+                    // Kicked for good: no coming back.
+                    self.reconnect = None;
+                    lock(&self.shared).resilient = false;
+                    self.emit(SessionEvent::Kicked(k)).await;
+                }
             },
             ShardControlMsg::Neighbour(n) => self.on_neighbour(n),
             ShardControlMsg::Handoff(h) => self.on_handoff(h),
@@ -1231,10 +1685,23 @@ impl Driver {
                 }
                 Err(detail) => self.on_switch_failed(detail).await,
             },
+            Ok((_, Bg::Reconnect(result))) => match *result {
+                Ok(resumed) => {
+                    self.on_resumed(resumed);
+                    Flow::Continue
+                }
+                Err(gave_up) => self.on_reconnect_failed(gave_up).await,
+            },
             Err(e) => {
                 if self.switching.as_ref().is_some_and(|sw| sw.task == e.id()) {
                     self.on_switch_failed(format!("handoff task ended: {e}"))
                         .await
+                } else if self.reconnecting.as_ref().is_some_and(|r| r.task == e.id()) {
+                    self.on_reconnect_failed(GaveUp {
+                        attempts: 0,
+                        detail: format!("reconnect task ended: {e}"),
+                    })
+                    .await
                 } else {
                     debug!(error = %e, "background task ended");
                     Flow::Continue
@@ -1275,6 +1742,7 @@ impl Driver {
                 welcome,
                 from,
                 since,
+                reconnect: None,
             });
             s.conn = conn;
             s.control_tx = control_tx;
@@ -1294,11 +1762,129 @@ impl Driver {
         info!(player = %self.player, to = %to, "switched shard; waiting for its first snapshot");
     }
 
+    /// The shard is lost: closes what is left of its connection and starts coming back
+    /// through the lobby (the caller checked that the session may).
+    async fn start_reconnect(&mut self, reason: String) {
+        let Some(r) = self.reconnect.clone() else {
+            return;
+        };
+        warn!(player = %self.player, shard = %self.shard, %reason, "shard lost; reconnecting through the lobby");
+        self.conn
+            .close(quic::close_code::DONE.into(), b"reconnecting");
+        self.conn_open = false;
+        self.control_open = false;
+        lock(&self.shared).switching = true;
+        let span = debug_span!("reconnect", player = %self.player, from = %self.shard);
+        let task = self
+            .bg
+            .spawn(
+                reconnect_through_lobby(
+                    self.endpoint.clone(),
+                    self.quic.clone(),
+                    r,
+                    random_nonce(),
+                )
+                .map(|r| Bg::Reconnect(Box::new(r)))
+                .instrument(span),
+            )
+            .id();
+        self.reconnecting = Some(Reconnecting {
+            from: self.shard.clone(),
+            task,
+        });
+        self.emit(SessionEvent::Disconnected {
+            shard: self.shard.clone(),
+            reason,
+        })
+        .await;
+    }
+
+    /// A shard admitted the player again: inputs go there now; what the game sees follows at
+    /// its first snapshot, which reports [`SessionEvent::Reconnected`].
+    fn on_resumed(&mut self, resumed: Resumed) {
+        let lost = self
+            .reconnecting
+            .take()
+            .map_or_else(|| self.shard.clone(), |r| r.from);
+        let Resumed {
+            conn,
+            admission,
+            resume,
+            attempts,
+        } = resumed;
+        if let Some(r) = &mut self.reconnect {
+            r.resume = Some(resume);
+        }
+        let Admission {
+            send,
+            recv,
+            welcome,
+            quantizer,
+        } = admission;
+        let (control_tx, control_rx) = spawn_link(&mut self.bg, send, recv);
+        self.conn = conn.clone();
+        self.shard = welcome.shard.clone();
+        let to = welcome.shard.clone();
+        {
+            let mut guard = lock(&self.shared);
+            let s = &mut *guard;
+            let now = Instant::now();
+            let (from, since) = match s.pending.take() {
+                Some(p) => (p.from, p.since),
+                None => (lost, s.last_snapshot_at.unwrap_or(now)),
+            };
+            s.pending = Some(Pending {
+                world: ClientWorld::new(quantizer),
+                welcome,
+                from,
+                since,
+                reconnect: Some(attempts),
+            });
+            s.conn = conn;
+            s.control_tx = control_tx;
+            s.switching = false;
+            s.input.replay_after = None;
+        }
+        self.control_rx = control_rx;
+        self.conn_open = true;
+        self.control_open = true;
+        info!(player = %self.player, to = %to, attempts, "reconnected; waiting for the first snapshot");
+    }
+
+    /// Reconnecting gave up: the session ends.
+    async fn on_reconnect_failed(&mut self, gave_up: GaveUp) -> Flow {
+        self.reconnecting = None;
+        self.reconnect = None;
+        {
+            let mut s = lock(&self.shared);
+            s.stats.reconnect_failures += 1;
+            s.switching = false;
+            s.resilient = false;
+        }
+        warn!(player = %self.player, attempts = gave_up.attempts, detail = %gave_up.detail, "reconnecting gave up; the session ends");
+        self.emit(SessionEvent::Closed(format!(
+            "reconnecting gave up after {} attempts: {}",
+            gave_up.attempts, gave_up.detail
+        )))
+        .await;
+        Flow::End
+    }
+
     async fn on_switch_failed(&mut self, detail: String) -> Flow {
         let shard = self
             .switching
             .take()
             .map_or_else(|| self.shard.clone(), |sw| sw.shard);
+        if self.reconnect.is_some() {
+            {
+                let mut s = lock(&self.shared);
+                s.stats.handoff_failures += 1;
+                s.switching = false;
+            }
+            self.start_reconnect(format!("handoff to {shard} failed: {detail}"))
+                .await;
+            return Flow::Continue;
+        }
         warn!(player = %self.player, from = %self.shard, to = %shard, %detail, "handoff failed; the session ends");
         {
             let mut s = lock(&self.shared);
@@ -1321,22 +1907,35 @@ impl Driver {
 /// The new shard's first snapshot arrived: what the game sees moves to it.
 fn promote(view: &View, s: &mut Shared, p: Pending, now: Instant) -> SessionEvent {
     let blackout = now.saturating_duration_since(p.since);
-    let event = SessionEvent::HandedOff {
-        from: p.from,
-        to: p.welcome.shard.clone(),
-        zone: p.welcome.zone.clone(),
-        blackout,
+    let event = match p.reconnect {
+        Some(attempts) => SessionEvent::Reconnected {
+            shard: p.welcome.shard.clone(),
+            out_for: blackout,
+            attempts,
+        },
+        None => SessionEvent::HandedOff {
+            from: p.from,
+            to: p.welcome.shard.clone(),
+            zone: p.welcome.zone.clone(),
+            blackout,
+        },
     };
     s.world = p.world;
     s.tick_hz = p.welcome.tick_hz;
     s.latest_at = None;
     s.stats.latest_tick = None;
     s.stats.shard = p.welcome.shard.clone();
-    s.stats.handoffs += 1;
-    if s.stats.blackouts.len() == MAX_BLACKOUTS_KEPT {
-        s.stats.blackouts.remove(0);
+    let kept = if p.reconnect.is_some() {
+        s.stats.reconnects += 1;
+        &mut s.stats.outages
+    } else {
+        s.stats.handoffs += 1;
+        &mut s.stats.blackouts
+    };
+    if kept.len() == MAX_BLACKOUTS_KEPT {
+        kept.remove(0);
     }
-    s.stats.blackouts.push(blackout);
+    kept.push(blackout);
     s.input.replay_after = None;
     view.set(p.welcome);
     event
@@ -1593,6 +2192,109 @@ mod tests {
             heading: 0,
             throttle: 0,
             buttons: 0,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap_with_full_jitter() {
+        let p = ReconnectPolicy::default();
+        assert_eq!(p.validate(), Ok(()));
+        let ms = Duration::from_millis;
+        let ceilings: Vec<Duration> = (0..7).map(|a| p.ceiling(a)).collect();
+        assert_eq!(
+            ceilings,
+            vec![
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(2000),
+                ms(2000)
+            ]
+        );
+        // Far attempts neither overflow nor pass the cap.
+        assert_eq!(p.ceiling(u32::MAX), ms(2000));
+        // Full jitter: anywhere from nothing to the ceiling.
+        assert_eq!(p.delay(3, 0.0), Duration::ZERO);
+        assert_eq!(p.delay(3, 0.5), ms(400));
+        assert!(p.delay(3, 0.999_999) < ms(800));
+        assert_eq!(p.delay(3, 7.0), ms(800), "the draw is clamped to [0, 1]");
+        assert_eq!(p.delay(3, -1.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn seeded_delays_spread_the_clients_of_one_shard() {
+        // A hundred clients that lost the same shard, each with its own seed: their first
+        // delays are spread over the whole first ceiling, not bunched at one instant.
+        let p = ReconnectPolicy::default();
+        let delays: Vec<Duration> = (0..100u64)
+            .map(|seed| {
+                let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(seed);
+                p.delay(0, rng.random::<f64>())
+            })
+            .collect();
+        let early = delays
+            .iter()
+            .filter(|d| **d < Duration::from_millis(50))
+            .count();
+        assert!(
+            (20..=80).contains(&early),
+            "{early} of 100 in the first half"
+        );
+        assert!(delays.iter().all(|d| *d < Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn bad_policies_are_refused_by_name() {
+        let ok = ReconnectPolicy::default();
+        assert_eq!(
+            ReconnectPolicy {
+                base: Duration::ZERO,
+                ..ok.clone()
+            }
+            .validate(),
+            Err(ReconnectPolicyError::ZeroBase)
+        );
+        assert_eq!(
+            ReconnectPolicy {
+                cap: Duration::from_millis(50),
+                ..ok.clone()
+            }
+            .validate(),
+            Err(ReconnectPolicyError::CapBelowBase {
+                base: Duration::from_millis(100),
+                cap: Duration::from_millis(50)
+            })
+        );
+        assert_eq!(
+            ReconnectPolicy {
+                give_up_after: Duration::ZERO,
+                ..ok
+            }
+            .validate(),
+            Err(ReconnectPolicyError::ZeroGiveUp)
+        );
+    }
+
+    #[test]
+    fn only_kicks_that_ask_for_it_lead_back_to_the_lobby() {
+        for reason in [
+            KickReason::ZoneLost,
+            KickReason::Draining,
+            KickReason::Shutdown,
+            KickReason::HandedOff,
+        ] {
+            assert!(reconnect_hint(reason), "{reason:?}");
+        }
+        for reason in [
+            KickReason::Malformed,
+            KickReason::InputFlood,
+            KickReason::SpeedLimit,
+            KickReason::Idle,
+            KickReason::Admin,
+        ] {
+            assert!(!reconnect_hint(reason), "{reason:?}");
         }
     }
 

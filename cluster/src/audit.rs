@@ -77,16 +77,20 @@ impl fmt::Display for HeldState {
 }
 
 /// One player a shard holds, and in which state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldPlayer {
     /// The player.
     pub player: PlayerId,
     /// What the shard is doing with it.
     pub state: HeldState,
+    /// Where its entity is, world units, if the shard has spawned it (for maps; the audit
+    /// does not read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pos: Option<[f32; 2]>,
 }
 
 /// What one shard holds: the JSON of its admin endpoint's `GET /players`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShardPlayers {
     /// The shard that answered.
     pub shard: ShardId,
@@ -616,6 +620,7 @@ mod tests {
                     .map(|(_, state)| HeldPlayer {
                         player: PlayerId(1),
                         state: *state,
+                        pos: None,
                     })
                     .collect(),
             })
@@ -909,14 +914,17 @@ mod tests {
                     HeldPlayer {
                         player: PlayerId(1),
                         state: Active,
+                        pos: None,
                     },
                     HeldPlayer {
                         player: PlayerId(3),
                         state: Active,
+                        pos: None,
                     },
                     HeldPlayer {
                         player: PlayerId(5),
                         state: Active,
+                        pos: None,
                     },
                 ],
             }],
@@ -951,6 +959,7 @@ mod tests {
         let held = |state| HeldPlayer {
             player: PlayerId(1),
             state,
+            pos: None,
         };
         let input = AuditInput {
             ownership: vec![record(1, Some("a"), "za", 1)],
@@ -1043,6 +1052,7 @@ mod tests {
             players: vec![HeldPlayer {
                 player: PlayerId(7),
                 state: Outgoing,
+                pos: None,
             }],
         };
         let json = serde_json::to_value(&answer).expect("serializes");
@@ -1138,6 +1148,7 @@ mod tests {
                 .map(|(p, state)| HeldPlayer {
                     player: PlayerId(*p),
                     state: *state,
+                    pos: None,
                 })
                 .collect(),
         }

@@ -35,11 +35,64 @@ pub enum RedisUrlError {
         /// The URL as given, password redacted.
         url: String,
     },
+    /// One element of a Redis Cluster URL list (`redis://h1:p1,redis://h2:p2,…`) is refused.
+    #[error(
+        "invalid Redis Cluster node {position} of {count} `{url}` in the URL list: {reason} \
+         (expected redis://[user:password@]host:port,redis://host:port,…)"
+    )]
+    BadClusterNode {
+        /// Which element, counted from 1.
+        position: usize,
+        /// How many elements the list holds.
+        count: usize,
+        /// The element as given, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
-/// Checks that `url` looks like a Redis URL the adapter can open (scheme and a host or path).
-/// It does not connect.
+/// Separates the node URLs of a Redis Cluster in a store URL: a list of two or more URLs
+/// (`redis://h1:7000,redis://h2:7001`) selects cluster mode; a single URL is one Redis server.
+pub const CLUSTER_URL_SEPARATOR: char = ',';
+
+/// The node URLs of a Redis Cluster URL list, or `None` for a single URL (no
+/// [`CLUSTER_URL_SEPARATOR`]). Not checked: see [`check_redis_url`].
+pub fn cluster_node_urls(url: &str) -> Option<Vec<&str>> {
+    url.contains(CLUSTER_URL_SEPARATOR)
+        .then(|| url.split(CLUSTER_URL_SEPARATOR).collect())
+}
+
+/// Checks that `url` looks like a Redis URL the adapter can open (scheme and a host or path),
+/// or a Redis Cluster URL list (see [`cluster_node_urls`]) whose every element is a TCP Redis URL
+/// (`redis://` or `rediss://`, with a host); the error names the first bad element. It does not
+/// connect.
 pub fn check_redis_url(url: &str) -> Result<(), RedisUrlError> {
+    let Some(nodes) = cluster_node_urls(url) else {
+        return check_single_redis_url(url);
+    };
+    let count = nodes.len();
+    for (index, node) in nodes.iter().enumerate() {
+        let bad = |reason| RedisUrlError::BadClusterNode {
+            position: index + 1,
+            count,
+            url: redact_redis_url(node),
+            reason,
+        };
+        if node.trim().is_empty() {
+            return Err(bad("empty element (a stray comma?)"));
+        }
+        if node.starts_with("unix://") || node.starts_with("redis+unix://") {
+            return Err(bad("cluster nodes are reached over TCP, not a unix socket"));
+        }
+        if check_single_redis_url(node).is_err() {
+            return Err(bad("not a redis:// or rediss:// URL with a host"));
+        }
+    }
+    Ok(())
+}
+
+fn check_single_redis_url(url: &str) -> Result<(), RedisUrlError> {
     let bad = || RedisUrlError::BadUrl {
         url: redact_redis_url(url),
     };
@@ -60,7 +113,12 @@ pub fn check_redis_url(url: &str) -> Result<(), RedisUrlError> {
 
 /// `url` with the password (if any) replaced by [`REDACTED`], for logs and error messages:
 /// `redis://app:secret@db:6379/0` becomes `redis://app:<redacted>@db:6379/0`.
+/// A Redis Cluster URL list is redacted element by element.
 pub fn redact_redis_url(url: &str) -> String {
+    if let Some(nodes) = cluster_node_urls(url) {
+        let redacted: Vec<String> = nodes.into_iter().map(redact_redis_url).collect();
+        return redacted.join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -314,6 +372,50 @@ mod tests {
         ] {
             assert!(check_redis_url(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn redis_cluster_url_lists_are_checked_naming_the_bad_element() {
+        assert_eq!(
+            check_redis_url("redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://h:7002"),
+            Ok(())
+        );
+        assert_eq!(
+            cluster_node_urls("redis://a:1,rediss://b:2"),
+            Some(vec!["redis://a:1", "rediss://b:2"])
+        );
+        assert_eq!(cluster_node_urls("redis://a:1"), None);
+        let cases = [
+            ("redis://a:1,", 2, 2, "empty element"),
+            ("redis://a:1,,redis://b:2", 2, 3, "empty element"),
+            ("redis://a:1,unix:///tmp/r.sock", 2, 2, "unix socket"),
+            ("redis://a:1,127.0.0.1:7001", 2, 2, "not a redis://"),
+            ("http://a:1,redis://b:2", 1, 2, "not a redis://"),
+            ("redis://a:1,redis://x:s3cret@", 2, 2, "not a redis://"),
+        ];
+        for (list, position, count, reason) in cases {
+            let err = check_redis_url(list).expect_err(list);
+            let RedisUrlError::BadClusterNode {
+                position: p,
+                count: c,
+                ..
+            } = &err
+            else {
+                panic!("{list}: expected BadClusterNode, got {err:?}");
+            };
+            assert_eq!((*p, *c), (position, count), "{list}");
+            let shown = err.to_string();
+            assert!(shown.contains(reason), "{list}: {shown}");
+            assert!(
+                shown.contains(&format!("node {position} of {count}")),
+                "{shown}"
+            );
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert_eq!(
+            redact_redis_url("redis://u:pw1@a:1,redis://u:pw2@b:2"),
+            "redis://u:<redacted>@a:1,redis://u:<redacted>@b:2"
+        );
     }
 
     #[test]

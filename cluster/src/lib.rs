@@ -30,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod keyspace;
 pub mod memory;
+pub mod metrics;
 pub mod ownership;
 pub mod redis_store;
 pub mod registry;

@@ -1,7 +1,16 @@
 //! [`RedisStore`]: the Redis adapter of the [`Store`] port.
 //!
 //! - One [`ConnectionManager`] (a multiplexed connection that reconnects by itself after Redis
-//!   restarts or the network drops), shared by every clone of the store.
+//!   restarts or the network drops), shared by every clone of the store; or, given a Redis
+//!   Cluster URL list (`redis://h1:p1,redis://h2:p2,…`, see [`cluster_node_urls`]), one
+//!   cluster connection that routes each command to the node serving its key's slot and follows
+//!   the cluster's topology.
+//! - Cluster mode: no command, script or pipeline spans two slots. Operations that touch keys
+//!   of several slots (a player's hash and the leaderboard, a shard's record and the registry
+//!   index, several players) send one pipeline per slot, concurrently, which on a single server
+//!   is one pipeline; `SCAN` visits every master; blocking reads use a dedicated cluster
+//!   connection; ghost subscriptions use a plain connection to any node (`PUBLISH` reaches every
+//!   node's subscribers).
 //! - Every operation is bounded by [`StoreConfig::op_timeout_ms`] as a whole, round trips
 //!   included, and maps failures to [`StoreError`] naming the key.
 //! - Multi-command operations are pipelined; operations that must be atomic are Lua scripts on
@@ -17,7 +26,7 @@
 //! Where each record lives is documented in [`crate::keyspace`].
 
 use crate::clock::unix_now_ms;
-use crate::config::{check_redis_url, redact_redis_url};
+use crate::config::{check_redis_url, cluster_node_urls, redact_redis_url};
 use crate::error::{
     StoreError, check_lease, check_notice, check_shard, check_state, check_zone, parse_entry_id,
 };
@@ -32,14 +41,21 @@ use crate::store::{
     ttl_ms,
 };
 use futures_util::StreamExt;
+use futures_util::future::try_join_all;
 use meridian_protocol::{PlayerId, ShardId, ZoneId};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection, PubSub,
+};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{
-    AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind,
-    Value,
+    AsyncConnectionConfig, Client, ErrorKind, FromRedisValue, RedisError, RedisResult, Script,
+    ServerErrorKind, Value,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -73,6 +89,13 @@ const GHOST_RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 /// How often an idle ghost subscription is pinged, so that a silently dead connection is
 /// noticed.
 const GHOST_PING_EVERY: Duration = Duration::from_secs(5);
+/// Retries of one command by the cluster connection (after a redirection, a lost node or a
+/// topology change) within the operation's timeout.
+const CLUSTER_RETRIES: u32 = 3;
+/// First delay between cluster retries, milliseconds.
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 20;
+/// Longest delay between cluster retries, milliseconds.
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 200;
 
 /// Longest zone lease TTL (both adapters): a longer `ttl` is cut to this, so that any duration
 /// is accepted (Redis refuses expiry times beyond its range, and a lease is meant to be renewed
@@ -319,11 +342,78 @@ return out
     ))
 });
 
-/// The Redis adapter. Cheap to clone: clones share one connection manager.
+/// The Redis adapter. Cheap to clone: clones share one connection manager (or one cluster
+/// connection).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     shared: Arc<Shared>,
+}
+
+/// A connection commands are sent on.
+#[derive(Clone)]
+enum Conn {
+    /// The shared, reconnecting connection to one Redis server.
+    Manager(ConnectionManager),
+    /// A dedicated connection to one Redis server (blocking reads).
+    Direct(MultiplexedConnection),
+    /// A Redis Cluster: each command goes to the node serving its key's slot.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Self::Manager(conn) => conn.req_packed_command(cmd),
+            Self::Direct(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Manager(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Direct(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Manager(conn) => conn.get_db(),
+            Self::Direct(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// What the dedicated connections are opened from.
+enum Dedicated {
+    /// One Redis server: blocking reads and subscriptions connect to it.
+    Single(Client),
+    /// A Redis Cluster: blocking reads use cluster connections without a response timeout;
+    /// subscriptions connect to the first node of the list that answers.
+    Cluster {
+        /// Opens cluster connections for blocking reads (boxed: far larger than a `Client`).
+        blocking: Box<ClusterClient>,
+        /// One client per node of the URL list.
+        nodes: Vec<Client>,
+    },
+}
+
+impl Dedicated {
+    /// The clients a ghost subscription may use, tried in order.
+    fn pubsub_clients(&self) -> Vec<Client> {
+        match self {
+            Self::Single(client) => vec![client.clone()],
+            Self::Cluster { nodes, .. } => nodes.clone(),
+        }
+    }
 }
 
 struct Shared {
@@ -332,9 +422,9 @@ struct Shared {
     /// The URL with its password redacted.
     url: String,
     /// Opens the dedicated connections (blocking reads, pub/sub).
-    client: Client,
+    dedicated: Dedicated,
     /// Idle dedicated connections for blocking reads.
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    blocking: Mutex<Vec<Conn>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -351,6 +441,10 @@ impl RedisStore {
     /// Connects to the Redis at `url` and checks it with a PING, all within
     /// [`StoreConfig::op_timeout_ms`]. An unreachable Redis fails fast with
     /// [`StoreError::Connect`] naming the URL (password redacted); it never hangs.
+    ///
+    /// A list of node URLs separated by commas (`redis://h1:7000,redis://h2:7001`) opens a
+    /// Redis Cluster: the nodes listed are seeds, the client learns the others and the slot map
+    /// from them, and every master must answer the PING.
     pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<Self, StoreError> {
         cfg.validate()?;
         check_redis_url(url).map_err(crate::error::StoreConfigError::from)?;
@@ -361,6 +455,30 @@ impl RedisStore {
             url: shown.clone(),
             detail,
         };
+        if let Some(nodes) = cluster_node_urls(url) {
+            let opening = open_cluster(&nodes, timeout);
+            let (conn, dedicated) = match tokio::time::timeout(timeout, opening).await {
+                Ok(Ok(opened)) => opened,
+                Ok(Err(e)) => return Err(connect_error(e.to_string())),
+                Err(_elapsed) => {
+                    return Err(connect_error(format!(
+                        "no answer from the cluster within {} ms",
+                        cfg.op_timeout_ms
+                    )));
+                }
+            };
+            tracing::debug!(url = %shown, prefix = %keys.prefix(), "connected to Redis Cluster");
+            return Ok(Self {
+                conn,
+                shared: Arc::new(Shared {
+                    keys,
+                    timeout,
+                    url: shown,
+                    dedicated,
+                    blocking: Mutex::new(Vec::new()),
+                }),
+            });
+        }
         let client = Client::open(url).map_err(|e| connect_error(e.to_string()))?;
         let opening = async {
             // One direct attempt first: it reports "connection refused" at once, where the
@@ -395,12 +513,12 @@ impl RedisStore {
         };
         tracing::debug!(url = %shown, prefix = %keys.prefix(), "connected to Redis");
         Ok(Self {
-            conn,
+            conn: Conn::Manager(conn),
             shared: Arc::new(Shared {
                 keys,
                 timeout,
                 url: shown,
-                client,
+                dedicated: Dedicated::Single(client),
                 blocking: Mutex::new(Vec::new()),
             }),
         })
@@ -461,8 +579,80 @@ impl RedisStore {
         &self.shared.keys
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    /// Sends `cmds` and answers one result per command, in order. On one server they form one
+    /// pipeline; on a cluster, one pipeline per slot (commands of a slot keep their order), sent
+    /// concurrently, so that no pipeline spans two slots. A command's own error is its result;
+    /// a failure to reach a node fails the whole call.
+    async fn query_each(&self, cmds: &[redis::Cmd]) -> RedisResult<Vec<RedisResult<Value>>> {
+        let mut conn = self.conn();
+        if !matches!(conn, Conn::Cluster(_)) {
+            let mut pipe = redis::pipe();
+            for cmd in cmds {
+                pipe.add_command(cmd.clone());
+            }
+            pipe.ignore_errors();
+            return pipe.query_async(&mut conn).await;
+        }
+        // Commands without a key (none of ours) each go alone.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut by_slot: HashMap<Slot, usize> = HashMap::new();
+        for (index, cmd) in cmds.iter().enumerate() {
+            match cmd_slot(cmd) {
+                Some(slot) => {
+                    let group = *by_slot.entry(slot).or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                    groups[group].push(index);
+                }
+                None => groups.push(vec![index]),
+            }
+        }
+        let sends = groups.iter().map(|indices| {
+            let mut pipe = redis::pipe();
+            for &index in indices {
+                pipe.add_command(cmds[index].clone());
+            }
+            pipe.ignore_errors();
+            let mut conn = conn.clone();
+            async move { pipe.query_async::<Vec<RedisResult<Value>>>(&mut conn).await }
+        });
+        let replies = try_join_all(sends).await?;
+        let mut out: Vec<Option<RedisResult<Value>>> = (0..cmds.len()).map(|_| None).collect();
+        for (indices, group) in groups.iter().zip(replies) {
+            for (&index, reply) in indices.iter().zip(group) {
+                out[index] = Some(reply);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|reply| {
+                reply.unwrap_or_else(|| {
+                    Err(RedisError::from((
+                        ErrorKind::Client,
+                        "a pipeline answered fewer replies than commands",
+                    )))
+                })
+            })
+            .collect())
+    }
+
+    /// [`RedisStore::query_each`], failing on the first command error, each reply converted.
+    async fn query_all<T: FromRedisValue>(&self, cmds: &[redis::Cmd]) -> RedisResult<Vec<T>> {
+        self.query_each(cmds)
+            .await?
+            .into_iter()
+            .map(|reply| reply.and_then(|value| Ok(redis::from_redis_value(value)?)))
+            .collect()
     }
 
     fn timeout_ms(&self) -> u64 {
@@ -502,15 +692,23 @@ impl RedisStore {
         let mut conn = match pooled {
             Some(conn) => conn,
             None => {
-                let cfg = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.shared.timeout))
-                    .set_response_timeout(None);
                 self.bounded(key, async {
-                    self.shared
-                        .client
-                        .get_multiplexed_async_connection_with_config(&cfg)
-                        .await
-                        .map_err(self.fail(key))
+                    match &self.shared.dedicated {
+                        Dedicated::Single(client) => {
+                            let cfg = AsyncConnectionConfig::new()
+                                .set_connection_timeout(Some(self.shared.timeout))
+                                .set_response_timeout(None);
+                            client
+                                .get_multiplexed_async_connection_with_config(&cfg)
+                                .await
+                                .map(Conn::Direct)
+                        }
+                        // Routed like any command: to the node serving the stream's slot.
+                        Dedicated::Cluster { blocking, .. } => {
+                            blocking.get_async_connection().await.map(Conn::Cluster)
+                        }
+                    }
+                    .map_err(self.fail(key))
                 })
                 .await?
             }
@@ -556,11 +754,156 @@ impl RedisStore {
         .await
     }
 
+    /// Appends to `owned` the owned players whose hashes a `SCAN` of `node` (a cluster master;
+    /// `None` on a single server) finds. Each round trip is bounded, not the whole scan.
+    async fn scan_owned(
+        &self,
+        pattern: &str,
+        node: Option<&(String, u16)>,
+        owned: &mut Vec<Ownership>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .arg("TYPE")
+                .arg("hash");
+            let (next, keys): (u64, Vec<String>) = self
+                .bounded(pattern, async {
+                    let reply = match (&mut conn, node) {
+                        (Conn::Cluster(cluster), Some((host, port))) => {
+                            let route = SingleNodeRoutingInfo::ByAddress {
+                                host: host.clone(),
+                                port: *port,
+                            };
+                            cluster
+                                .route_command(scan, RoutingInfo::SingleNode(route))
+                                .await
+                        }
+                        _ => scan.query_async::<Value>(&mut conn).await,
+                    };
+                    reply
+                        .and_then(|value| Ok(redis::from_redis_value(value)?))
+                        .map_err(self.fail(pattern))
+                })
+                .await?;
+            let players: Vec<(String, PlayerId)> = keys
+                .into_iter()
+                .filter_map(|key| {
+                    let player = self.keys().parse_player_key(&key)?;
+                    Some((key, player))
+                })
+                .collect();
+            if !players.is_empty() {
+                let reads: Vec<redis::Cmd> =
+                    players.iter().map(|(key, _)| record_fields(key)).collect();
+                let records: Vec<RecordFields> = self
+                    .bounded(pattern, async {
+                        self.query_all(&reads).await.map_err(self.fail(pattern))
+                    })
+                    .await?;
+                for ((key, player), fields) in players.iter().zip(records) {
+                    if let Some(record) = parse_record(key, *player, fields)?
+                        && record.owner.is_some()
+                    {
+                        owned.push(record);
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(());
+            }
+        }
+    }
+
     /// Maps a client error on `key` to a [`StoreError`].
     fn fail(&self, key: &str) -> impl Fn(RedisError) -> StoreError {
         let key = key.to_owned();
         move |err| classify(&key, &err, self.timeout_ms())
     }
+}
+
+/// Opens a Redis Cluster from its node URLs (already checked): the shared connection (answers
+/// bounded by `timeout`, a few retries across redirections and topology changes), checked with
+/// a PING to every master, and what the dedicated connections are opened from.
+async fn open_cluster(nodes: &[&str], timeout: Duration) -> RedisResult<(Conn, Dedicated)> {
+    let builder = |response_timeout: Option<Duration>| {
+        let builder = ClusterClientBuilder::new(nodes.iter().copied())
+            .connection_timeout(timeout)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
+        match response_timeout {
+            Some(t) => builder.response_timeout(t),
+            None => builder.overall_response_timeout(None),
+        }
+    };
+    let client = builder(Some(timeout)).build()?;
+    // Blocking reads wait longer than any response timeout; each is bounded by the caller.
+    let blocking = builder(None).build()?;
+    let mut conn = client.get_async_connection().await?;
+    redis::cmd("PING").exec_async(&mut conn).await?;
+    let nodes = nodes
+        .iter()
+        .map(|node| Client::open(*node))
+        .collect::<RedisResult<Vec<_>>>()?;
+    Ok((
+        Conn::Cluster(conn),
+        Dedicated::Cluster {
+            blocking: Box::new(blocking),
+            nodes,
+        },
+    ))
+}
+
+/// The slot of a command's key: the first argument after the name, or after the script and
+/// the key count for `EVALSHA`/`EVAL` (every script of ours names its keys). `None` without a
+/// key.
+fn cmd_slot(cmd: &redis::Cmd) -> Option<Slot> {
+    let mut args = cmd.args_iter().filter_map(|arg| match arg {
+        redis::Arg::Simple(bytes) => Some(bytes),
+        _ => None,
+    });
+    let name = args.next()?;
+    let is_script = name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL");
+    let key = if is_script {
+        args.nth(2)?
+    } else {
+        args.next()?
+    };
+    Some(Slot::for_key(key))
+}
+
+/// The address (host, port) of every master of a cluster, from `CLUSTER SLOTS`.
+fn parse_masters(reply: Value) -> Option<Vec<(String, u16)>> {
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        // [start, end, [host, port, id, ...], replicas...]
+        let Value::Array(parts) = range else {
+            return None;
+        };
+        let Value::Array(master) = parts.get(2)? else {
+            return None;
+        };
+        let host = text(master.first()?)?;
+        let port = match master.get(1)? {
+            Value::Int(port) => u16::try_from(*port).ok()?,
+            _ => return None,
+        };
+        if !masters.iter().any(|(h, p)| *h == host && *p == port) {
+            masters.push((host, port));
+        }
+    }
+    Some(masters)
 }
 
 /// What a Redis client error means for the caller.
@@ -651,22 +994,17 @@ impl Store for RedisStore {
                 heartbeat_ms: now_ms,
             },
         )?;
+        let mut set = redis::cmd("SET");
+        set.arg(&key).arg(value).arg("PX").arg(ttl_ms(ttl));
+        let mut index_add = redis::cmd("ZADD");
+        index_add.arg(&index).arg(now_ms).arg(record.id.as_str());
         self.bounded(&key, async {
-            redis::pipe()
-                .cmd("SET")
-                .arg(&key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl_ms(ttl))
-                .ignore()
-                .cmd("ZADD")
-                .arg(&index)
-                .arg(now_ms)
-                .arg(record.id.as_str())
-                .ignore()
-                .exec_async(&mut self.conn())
+            // Two slots on a cluster: the record's and the index's.
+            let _replies: Vec<Value> = self
+                .query_all(&[set, index_add])
                 .await
-                .map_err(self.fail(&key))
+                .map_err(self.fail(&key))?;
+            Ok(())
         })
         .await
     }
@@ -701,14 +1039,16 @@ impl Store for RedisStore {
                     })?,
                 );
             }
-            let mut gets = redis::pipe();
-            for id in &ids {
-                gets.cmd("GET").arg(self.keys().shard(id));
-            }
-            let values: Vec<Option<String>> = gets
-                .query_async(&mut conn)
-                .await
-                .map_err(self.fail(&index))?;
+            let gets: Vec<redis::Cmd> = ids
+                .iter()
+                .map(|id| {
+                    let mut get = redis::cmd("GET");
+                    get.arg(self.keys().shard(id));
+                    get
+                })
+                .collect();
+            let values: Vec<Option<String>> =
+                self.query_all(&gets).await.map_err(self.fail(&index))?;
             let mut live = Vec::with_capacity(ids.len());
             for (id, value) in ids.iter().zip(values) {
                 let Some(json) = value else { continue };
@@ -731,18 +1071,16 @@ impl Store for RedisStore {
     async fn deregister_shard(&self, shard: &ShardId) -> Result<(), StoreError> {
         let key = self.keys().shard(shard);
         let index = self.keys().shards();
+        let mut del = redis::cmd("DEL");
+        del.arg(&key);
+        let mut index_rem = redis::cmd("ZREM");
+        index_rem.arg(&index).arg(shard.as_str());
         self.bounded(&key, async {
-            redis::pipe()
-                .cmd("DEL")
-                .arg(&key)
-                .ignore()
-                .cmd("ZREM")
-                .arg(&index)
-                .arg(shard.as_str())
-                .ignore()
-                .exec_async(&mut self.conn())
+            let _replies: Vec<Value> = self
+                .query_all(&[del, index_rem])
                 .await
-                .map_err(self.fail(&key))
+                .map_err(self.fail(&key))?;
+            Ok(())
         })
         .await
     }
@@ -779,26 +1117,27 @@ impl Store for RedisStore {
             // Idempotent: also repairs a name claimed by a process that died before this step.
             let player_key = self.keys().player(player);
             let leaderboard = self.keys().leaderboard();
-            let (stored_name, score): (Option<String>, Option<String>) = redis::pipe()
-                .cmd("HSETNX")
-                .arg(&player_key)
-                .arg("name")
-                .arg(name)
-                .ignore()
-                .cmd("HSETNX")
+            let mut set_name = redis::cmd("HSETNX");
+            set_name.arg(&player_key).arg("name").arg(name);
+            let mut set_created = redis::cmd("HSETNX");
+            set_created
                 .arg(&player_key)
                 .arg("created_ms")
-                .arg(unix_now_ms())
-                .ignore()
-                .cmd("HGET")
-                .arg(&player_key)
-                .arg("name")
-                .cmd("ZSCORE")
-                .arg(&leaderboard)
-                .arg(Keyspace::leaderboard_member(player))
-                .query_async(&mut conn)
+                .arg(unix_now_ms());
+            let mut get_name = redis::cmd("HGET");
+            get_name.arg(&player_key).arg("name");
+            // The player's hash and the leaderboard: two slots on a cluster.
+            let replies: Vec<Option<String>> = self
+                .query_all(&[
+                    set_name,
+                    set_created,
+                    get_name,
+                    score_cmd(&leaderboard, player),
+                ])
                 .await
                 .map_err(self.fail(&player_key))?;
+            let [_, _, stored_name, score] = <[Option<String>; 4]>::try_from(replies)
+                .map_err(|_| not_a_stream_reply(&player_key, "pipeline"))?;
             if stored_name.as_deref() != Some(name) {
                 return Err(StoreError::Corrupt {
                     key: player_key,
@@ -823,16 +1162,14 @@ impl Store for RedisStore {
         let player_key = self.keys().player(player);
         let leaderboard = self.keys().leaderboard();
         self.bounded(&player_key, async {
-            let (name, score): (Option<String>, Option<String>) = redis::pipe()
-                .cmd("HGET")
-                .arg(&player_key)
-                .arg("name")
-                .cmd("ZSCORE")
-                .arg(&leaderboard)
-                .arg(Keyspace::leaderboard_member(player))
-                .query_async(&mut self.conn())
+            let mut get_name = redis::cmd("HGET");
+            get_name.arg(&player_key).arg("name");
+            let replies: Vec<Option<String>> = self
+                .query_all(&[get_name, score_cmd(&leaderboard, player)])
                 .await
                 .map_err(self.fail(&player_key))?;
+            let [name, score] = <[Option<String>; 2]>::try_from(replies)
+                .map_err(|_| not_a_stream_reply(&player_key, "pipeline"))?;
             let Some(name) = name else {
                 return Err(StoreError::NotFound {
                     key: player_key.clone(),
@@ -903,15 +1240,16 @@ impl Store for RedisStore {
             if ranked.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut names = redis::pipe();
-            for (player, _) in &ranked {
-                names
-                    .cmd("HGET")
-                    .arg(self.keys().player(*player))
-                    .arg("name");
-            }
-            let names: Vec<Option<String>> = names
-                .query_async(&mut conn)
+            let names: Vec<redis::Cmd> = ranked
+                .iter()
+                .map(|(player, _)| {
+                    let mut get = redis::cmd("HGET");
+                    get.arg(self.keys().player(*player)).arg("name");
+                    get
+                })
+                .collect();
+            let names: Vec<Option<String>> = self
+                .query_all(&names)
                 .await
                 .map_err(self.fail(&leaderboard))?;
             Ok(ranked
@@ -1199,25 +1537,34 @@ impl Store for RedisStore {
             calls.push((key, json));
         }
         // One round trip: one script call per player (each on its own key, so each may live on
-        // another Cluster node), pipelined.
-        let mut pipe = redis::pipe();
-        for (key, json) in &calls {
-            pipe.cmd("EVALSHA")
-                .arg(CHECKPOINT_PLAYER.get_hash())
-                .arg(1)
-                .arg(key)
-                .arg(lease.owner.as_str())
-                .arg(lease.zone.as_str())
-                .arg(lease.epoch)
-                .arg(json);
-        }
-        pipe.ignore_errors();
+        // another Cluster node: one pipeline per slot there), pipelined.
+        let cmds: Vec<redis::Cmd> = calls
+            .iter()
+            .map(|(key, json)| {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(CHECKPOINT_PLAYER.get_hash())
+                    .arg(1)
+                    .arg(key)
+                    .arg(lease.owner.as_str())
+                    .arg(lease.zone.as_str())
+                    .arg(lease.epoch)
+                    .arg(json);
+                cmd
+            })
+            .collect();
+        let as_int = |replies: Vec<RedisResult<Value>>| -> Vec<RedisResult<i64>> {
+            replies
+                .into_iter()
+                .map(|reply| reply.and_then(|value| Ok(redis::from_redis_value(value)?)))
+                .collect()
+        };
         self.bounded(&lease_key, async {
             let mut conn = self.conn();
-            let mut replies: Vec<RedisResult<i64>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(self.fail(&lease_key))?;
+            let mut replies = as_int(
+                self.query_each(&cmds)
+                    .await
+                    .map_err(self.fail(&lease_key))?,
+            );
             let unloaded = replies.iter().any(|r| {
                 r.as_ref()
                     .is_err_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
@@ -1230,10 +1577,11 @@ impl Store for RedisStore {
                     .load_async(&mut conn)
                     .await
                     .map_err(self.fail(&lease_key))?;
-                replies = pipe
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(self.fail(&lease_key))?;
+                replies = as_int(
+                    self.query_each(&cmds)
+                        .await
+                        .map_err(self.fail(&lease_key))?,
+                );
             }
             calls
                 .iter()
@@ -1288,58 +1636,31 @@ impl Store for RedisStore {
 
     async fn owned_players(&self) -> Result<Vec<Ownership>, StoreError> {
         let pattern = self.keys().player_pattern();
-        let mut conn = self.conn();
-        let mut owned = Vec::new();
-        let mut cursor: u64 = 0;
-        // A scan over the whole keyspace: each round trip is bounded, not the whole scan.
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .bounded(&pattern, async {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT)
-                        .arg("TYPE")
-                        .arg("hash")
-                        .query_async(&mut conn)
+        // A cluster is scanned master by master: each holds its own slots' keys.
+        let nodes: Vec<Option<(String, u16)>> = match &self.conn {
+            Conn::Cluster(conn) => {
+                let mut conn = conn.clone();
+                let reply = self
+                    .bounded(&pattern, async {
+                        conn.route_command(
+                            redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                        )
                         .await
                         .map_err(self.fail(&pattern))
-                })
-                .await?;
-            let players: Vec<(String, PlayerId)> = keys
-                .into_iter()
-                .filter_map(|key| {
-                    let player = self.keys().parse_player_key(&key)?;
-                    Some((key, player))
-                })
-                .collect();
-            if !players.is_empty() {
-                let mut reads = redis::pipe();
-                for (key, _) in &players {
-                    reads.add_command(record_fields(key));
-                }
-                let records: Vec<RecordFields> = self
-                    .bounded(&pattern, async {
-                        reads
-                            .query_async(&mut conn)
-                            .await
-                            .map_err(self.fail(&pattern))
                     })
                     .await?;
-                for ((key, player), fields) in players.iter().zip(records) {
-                    if let Some(record) = parse_record(key, *player, fields)?
-                        && record.owner.is_some()
-                    {
-                        owned.push(record);
-                    }
-                }
+                parse_masters(reply)
+                    .ok_or_else(|| not_a_stream_reply(&pattern, "CLUSTER SLOTS"))?
+                    .into_iter()
+                    .map(Some)
+                    .collect()
             }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
+            Conn::Manager(_) | Conn::Direct(_) => vec![None],
+        };
+        let mut owned = Vec::new();
+        for node in &nodes {
+            self.scan_owned(&pattern, node.as_ref(), &mut owned).await?;
         }
         // SCAN may return a key more than once.
         owned.sort_by_key(|r| r.player);
@@ -1465,16 +1786,17 @@ impl Store for RedisStore {
         check_zone(&channel, zone)?;
         // The first subscription is made here, so that batches published after this call
         // returns are delivered, and an unreachable Redis is reported to the caller.
+        let clients = self.shared.dedicated.pubsub_clients();
         let pubsub = self
             .bounded(&channel, async {
-                subscribe(&self.shared.client, &channel)
+                subscribe(&clients, 0, &channel)
                     .await
                     .map_err(self.fail(&channel))
             })
             .await?;
         let (tx, rx) = mpsc::channel(GHOST_BUFFER);
         tokio::spawn(forward_ghosts(
-            self.shared.client.clone(),
+            clients,
             channel,
             pubsub,
             tx,
@@ -1505,6 +1827,14 @@ type RecordReply = (
     Option<String>,
     Option<String>,
 );
+
+/// `ZSCORE <leaderboard> <player's member>`.
+fn score_cmd(leaderboard: &str, player: PlayerId) -> redis::Cmd {
+    let mut cmd = redis::cmd("ZSCORE");
+    cmd.arg(leaderboard)
+        .arg(Keyspace::leaderboard_member(player));
+    cmd
+}
 
 /// `HMGET <key> owner zone epoch seq from state`.
 fn record_fields(key: &str) -> redis::Cmd {
@@ -1755,11 +2085,24 @@ impl InboxRead {
     }
 }
 
-/// A dedicated pub/sub connection subscribed to `channel`.
-async fn subscribe(client: &Client, channel: &str) -> Result<PubSub, RedisError> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
+/// A dedicated pub/sub connection subscribed to `channel`, on the first of `clients` that
+/// answers, starting with `clients[first]` (a cluster's nodes: a message published on any node
+/// reaches every node's subscribers).
+async fn subscribe(clients: &[Client], first: usize, channel: &str) -> Result<PubSub, RedisError> {
+    let mut last = RedisError::from((ErrorKind::Client, "no Redis node to subscribe on"));
+    let start = first.checked_rem(clients.len()).unwrap_or(0);
+    for client in clients[start..].iter().chain(&clients[..start]) {
+        let attempt = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match attempt.await {
+            Ok(pubsub) => return Ok(pubsub),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Why [`pump_ghosts`] returned.
@@ -1773,13 +2116,16 @@ enum PumpEnd {
 /// The background task of [`Store::subscribe_ghosts`]: forwards batches until the receiver
 /// is dropped, re-subscribing with backoff after a lost connection (one warning per outage).
 async fn forward_ghosts(
-    client: Client,
+    clients: Vec<Client>,
     channel: String,
     first: PubSub,
     tx: mpsc::Sender<Vec<u8>>,
     timeout: Duration,
 ) {
     let mut next = Some(first);
+    // Where the next re-subscription starts: after a failed or timed out attempt, the next node
+    // (an unreachable node that swallows packets would otherwise use up every attempt).
+    let mut start: usize = 0;
     let mut backoff = GHOST_RESUBSCRIBE_MIN;
     let mut in_outage = false;
     loop {
@@ -1788,7 +2134,7 @@ async fn forward_ghosts(
             None => {
                 let attempt = tokio::select! {
                     () = tx.closed() => return,
-                    attempt = tokio::time::timeout(timeout, subscribe(&client, &channel)) => attempt,
+                    attempt = tokio::time::timeout(timeout, subscribe(&clients, start, &channel)) => attempt,
                 };
                 match attempt {
                     Ok(Ok(pubsub)) => {
@@ -1799,6 +2145,7 @@ async fn forward_ghosts(
                     }
                     Ok(Err(error)) => {
                         tracing::debug!(%channel, %error, "ghost re-subscription failed");
+                        start = start.wrapping_add(1);
                         tokio::select! {
                             () = tx.closed() => return,
                             () = tokio::time::sleep(backoff) => {}
@@ -1808,6 +2155,7 @@ async fn forward_ghosts(
                     }
                     Err(_elapsed) => {
                         tracing::debug!(%channel, "ghost re-subscription timed out");
+                        start = start.wrapping_add(1);
                         backoff = (backoff * 2).min(GHOST_RESUBSCRIBE_MAX);
                         continue;
                     }
@@ -1936,7 +2284,9 @@ mod tests {
             .await
             .expect("start redis-server");
         let client = Client::open(server.url()).expect("url");
-        let pubsub = subscribe(&client, "ch").await.expect("subscribe");
+        let pubsub = subscribe(std::slice::from_ref(&client), 0, "ch")
+            .await
+            .expect("subscribe");
         let (tx, mut rx) = mpsc::channel(GHOST_BUFFER);
         let pump = tokio::spawn(async move {
             pump_ghosts(

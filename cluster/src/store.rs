@@ -213,7 +213,9 @@ impl StoreConfig {
     }
 }
 
-/// Checks a store URL without connecting: [`MEMORY_URL`] or a Redis URL.
+/// Checks a store URL without connecting: [`MEMORY_URL`], a Redis URL, or a Redis Cluster's node
+/// URLs separated by commas (the error names the bad element; see
+/// [`check_redis_url`]).
 pub fn check_store_url(url: &str) -> Result<(), StoreConfigError> {
     if url == MEMORY_URL {
         return Ok(());
@@ -480,8 +482,9 @@ impl From<RedisStore> for StoreHandle {
 
 impl StoreHandle {
     /// Opens the store named by `url`: [`MEMORY_URL`] (`memory`) for a fresh in-process store on
-    /// the wall clock, or a `redis://` / `rediss://` / `unix://` URL, connected and checked with
-    /// a PING within [`StoreConfig::op_timeout_ms`] (see [`RedisStore::connect`]).
+    /// the wall clock, a `redis://` / `rediss://` / `unix://` URL, or a Redis Cluster's node URLs
+    /// separated by commas (`redis://h1:7000,redis://h2:7001`), connected and checked with a
+    /// PING within [`StoreConfig::op_timeout_ms`] (see [`RedisStore::connect`]).
     pub async fn open(url: &str, cfg: &StoreConfig) -> Result<Self, StoreError> {
         cfg.validate()?;
         check_store_url(url)?;
@@ -734,6 +737,12 @@ mod tests {
         assert_eq!(check_store_url("redis://127.0.0.1:6380"), Ok(()));
         let err = check_store_url("mem").expect_err("neither memory nor redis");
         assert!(err.to_string().contains("memory"), "{err}");
+        assert_eq!(
+            check_store_url("redis://127.0.0.1:7000,redis://127.0.0.1:7001"),
+            Ok(())
+        );
+        let err = check_store_url("redis://127.0.0.1:7000,memory").expect_err("memory in a list");
+        assert!(err.to_string().contains("node 2 of 2 `memory`"), "{err}");
     }
 
     #[test]

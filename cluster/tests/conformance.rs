@@ -1,7 +1,8 @@
-//! The conformance suite of the `Store` port: one set of test functions, run once against the
-//! in-memory adapter (time moved by a `ManualClock`) and once against a real `redis-server`
-//! started for each test (time passes for real, with short TTLs and polling). Then the tests
-//! only Redis can take: prefix isolation, outages, restarts, connecting, corrupt data.
+//! The conformance suite of the `Store` port: one set of test functions, run against the
+//! in-memory adapter (time moved by a `ManualClock`), against a real `redis-server` started for
+//! each test (time passes for real, with short TTLs and polling), and against a real 3-master
+//! Redis Cluster shared by the whole test binary (each test under its own key prefix). Then the
+//! tests only Redis can take: prefix isolation, outages, restarts, connecting, corrupt data.
 
 use meridian_cluster::ownership::{
     AcceptOutcome, AcquireOutcome, ClaimOutcome, HandoffNotice, InboxEntry, Lease, Ownership,
@@ -9,7 +10,7 @@ use meridian_cluster::ownership::{
 };
 use meridian_cluster::redis_store::GHOST_BUFFER;
 use meridian_cluster::store::{INBOX_REDELIVER_AFTER, MAX_LEADERBOARD, MAX_SCORE};
-use meridian_cluster::testing::RedisServer;
+use meridian_cluster::testing::{RedisCluster, RedisServer};
 use meridian_cluster::{
     LiveShard, ManualClock, MemoryStore, RedisStore, Registry, RegistryConfig, Session,
     SessionToken, ShardRecord, Store, StoreConfig, StoreError, StoreHandle,
@@ -42,6 +43,8 @@ struct Harness {
     clock: Option<ManualClock>,
     /// Keeps the test's own Redis alive (killed on drop).
     server: Option<RedisServer>,
+    /// The store's key prefix.
+    prefix: String,
 }
 
 impl Harness {
@@ -52,6 +55,30 @@ impl Harness {
             store: MemoryStore::new(clock.clone()).into(),
             clock: Some(clock),
             server: None,
+            prefix: StoreConfig::default().prefix,
+        }
+    }
+
+    /// A store on the Redis Cluster shared by this test binary, under a prefix of its own.
+    async fn cluster() -> Self {
+        static CLUSTER: tokio::sync::OnceCell<RedisCluster> = tokio::sync::OnceCell::const_new();
+        static NEXT_PREFIX: AtomicU32 = AtomicU32::new(0);
+        init_logs();
+        let cluster = CLUSTER
+            .get_or_init(|| async { RedisCluster::start().await.expect("start a Redis Cluster") })
+            .await;
+        let cfg = StoreConfig {
+            prefix: format!("t{}:", NEXT_PREFIX.fetch_add(1, Ordering::Relaxed)),
+            ..StoreConfig::default()
+        };
+        let store = StoreHandle::open(&cluster.url(), &cfg)
+            .await
+            .expect("connect to the test Redis Cluster");
+        Self {
+            store,
+            clock: None,
+            server: None,
+            prefix: cfg.prefix,
         }
     }
 
@@ -65,6 +92,7 @@ impl Harness {
             store,
             clock: None,
             server: Some(server),
+            prefix: StoreConfig::default().prefix,
         }
     }
 
@@ -74,6 +102,11 @@ impl Harness {
             Some(clock) => clock.advance(d),
             None => tokio::time::sleep(d).await,
         }
+    }
+
+    /// A key name under the store's prefix: `rest` is what follows the prefix.
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
     }
 
     fn server(&mut self) -> &mut RedisServer {
@@ -221,7 +254,7 @@ async fn profile_is_created_once_per_name(h: Harness) {
     assert_eq!(
         err,
         StoreError::NotFound {
-            key: "mer:{p:999999}".into()
+            key: h.key("{p:999999}")
         }
     );
 }
@@ -286,7 +319,7 @@ async fn scores_add_atomically_and_stay_in_range(h: Harness) {
     assert_eq!(
         err,
         StoreError::NotFound {
-            key: "mer:{p:424242}".into()
+            key: h.key("{p:424242}")
         }
     );
 }
@@ -1062,7 +1095,7 @@ async fn owned_players_lists_exactly_the_owned_ones(h: Harness) {
 async fn ownership_inputs_no_lease_can_carry_are_refused(h: Harness) {
     let s = &h.store;
     let p = PlayerId(1);
-    let key = "mer:{p:1}";
+    let key = &h.key("{p:1}");
     let good = lease("west", "a-1", 1);
     claimed_seq(s, 1, &good).await;
     let before = ownership(s, 1).await;
@@ -1077,7 +1110,7 @@ async fn ownership_inputs_no_lease_can_carry_are_refused(h: Harness) {
     assert_invalid(s.release_player(p, &zero, None).await, key);
     assert_invalid(
         s.checkpoint_players(&zero, &[(p, pstate(0.0))]).await,
-        "mer:{z:west}:lease",
+        &h.key("{z:west}:lease"),
     );
 
     let nan = PlayerState {
@@ -1122,12 +1155,12 @@ async fn ownership_inputs_no_lease_can_carry_are_refused(h: Harness) {
     assert_invalid(s.claim_player(p, &forged).await, key);
     assert_eq!(ownership(s, 1).await, before, "nothing written");
 
-    let lease_key = "mer:{z:we st}:lease";
+    let lease_key = &h.key("{z:we st}:lease");
     let spaced = unchecked_zone("we st");
     assert_invalid(s.acquire_lease(&spaced, &sid("a-1"), TTL).await, lease_key);
     assert_invalid(
         s.acquire_lease(&zone("west"), &bad_shard, TTL).await,
-        "mer:{z:west}:lease",
+        &h.key("{z:west}:lease"),
     );
     assert_invalid(s.get_lease(&spaced).await, lease_key);
     let spaced_lease = Lease {
@@ -1138,9 +1171,12 @@ async fn ownership_inputs_no_lease_can_carry_are_refused(h: Harness) {
     assert_invalid(s.release_lease(&spaced_lease).await, lease_key);
     assert_invalid(
         s.publish_ghosts(&spaced, b"x").await,
-        "mer:{z:we st}:ghosts",
+        &h.key("{z:we st}:ghosts"),
     );
-    assert_invalid(s.subscribe_ghosts(&spaced).await, "mer:{z:we st}:ghosts");
+    assert_invalid(
+        s.subscribe_ghosts(&spaced).await,
+        &h.key("{z:we st}:ghosts"),
+    );
 }
 
 /// Reads `shard`'s inbox until it yields something or [`PATIENCE`] passes.
@@ -1295,7 +1331,7 @@ async fn inbox_blocking_read_waits_for_a_notice_without_stalling_the_handle(h: H
 async fn inbox_inputs_are_checked(h: Harness) {
     let s = &h.store;
     let b = sid("b-1");
-    let key = "mer:{s:b-1}:inbox";
+    let key = &h.key("{s:b-1}:inbox");
     s.send_handoff(&b, &notice(1, 1)).await.expect("send");
     let read = s.read_inbox(&b, 10, Duration::ZERO).await.expect("read");
     for bad in ["", "abc", "1-", "-1", "1-2-3", "1-x"] {
@@ -1327,7 +1363,7 @@ async fn inbox_inputs_are_checked(h: Harness) {
     };
     assert_invalid(s.send_handoff(&b, &bad_names).await, key);
     let bad = unchecked_shard("{b}");
-    let bad_key = "mer:{s:{b}}:inbox";
+    let bad_key = &h.key("{s:{b}}:inbox");
     assert_invalid(s.send_handoff(&bad, &notice(1, 1)).await, bad_key);
     assert_invalid(s.read_inbox(&bad, 1, Duration::ZERO).await, bad_key);
     assert_invalid(s.ack_inbox(&bad, &[]).await, bad_key);
@@ -1426,7 +1462,8 @@ async fn ghosts_beyond_the_buffer_are_dropped_not_queued(h: Harness) {
     assert_eq!(next_batch(&mut rx).await, b"after");
 }
 
-/// Runs each listed suite function once per adapter: `memory::<name>` and `redis::<name>`.
+/// Runs each listed suite function once per adapter: `memory::<name>`, `redis::<name>` and
+/// `redis_cluster::<name>`.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -1442,6 +1479,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::Harness::redis().await).await;
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::cluster().await).await;
                 }
             )*
         }

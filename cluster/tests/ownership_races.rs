@@ -1,7 +1,8 @@
 //! Randomized, concurrent runs of the lease and ownership operations — claims, transfers,
 //! accepts, checkpoints, releases, lease losses (expiry, takeover by another shard) and
 //! restarts (a shard re-acquiring its zone with a new epoch) — from several tasks at once,
-//! against a real `redis-server` (and the in-memory store, which must agree).
+//! against a real `redis-server`, a real 3-master Redis Cluster (player hashes and zone leases
+//! spread over its nodes), and the in-memory store, which must agree.
 //!
 //! Each task plays a shard that keeps every lease it ever got and sometimes writes under an
 //! old one (a partitioned shard that has not noticed its loss). Every call's answer is logged.
@@ -19,7 +20,7 @@ use meridian_cluster::clock::SystemClock;
 use meridian_cluster::ownership::{
     AcceptOutcome, AcquireOutcome, ClaimOutcome, Lease, Ownership, PlayerState, TransferOutcome,
 };
-use meridian_cluster::testing::RedisServer;
+use meridian_cluster::testing::{RedisCluster, RedisServer};
 use meridian_cluster::{MemoryStore, Store, StoreConfig, StoreHandle};
 use meridian_protocol::{PlayerId, ShardId, ZoneId};
 use std::collections::{BTreeMap, HashMap};
@@ -576,18 +577,29 @@ fn config(prefix: &str) -> StoreConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_interleavings_keep_ownership_fenced_on_redis() {
-    let server = RedisServer::start().await.expect("start redis-server");
+/// Every round against the store at `url` (a server or a cluster URL list).
+async fn rounds_on(url: &str) {
     let mut writes = 0;
     for (round, seed) in seeds().into_iter().enumerate() {
         // A fresh prefix per round: a fresh keyspace on the same server.
-        let store = StoreHandle::open(&server.url(), &config(&format!("r{round}:")))
+        let store = StoreHandle::open(url, &config(&format!("r{round}:")))
             .await
             .expect("connect");
         writes += run_round(store, seed).await;
     }
     assert!(writes > 0, "the rounds did something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_interleavings_keep_ownership_fenced_on_redis() {
+    let server = RedisServer::start().await.expect("start redis-server");
+    rounds_on(&server.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_interleavings_keep_ownership_fenced_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await.expect("start a Redis Cluster");
+    rounds_on(&cluster.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

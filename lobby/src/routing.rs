@@ -11,6 +11,9 @@
 //! 4. When the best shard is full or draining, rule 1 already falls back to the next nearest.
 //!    When no shard is eligible the error says why (none live, all full, all draining, none
 //!    measured).
+//! 5. A returning player (valid resume ticket) still owned in a zone goes back to that zone:
+//!    [`resume_shards`] keeps only the zone's lease holder, live and not draining, or says why
+//!    there is none yet (a failover in progress), so the lobby can answer "retry after".
 
 use meridian_protocol::{ShardId, ZoneId};
 use std::collections::HashMap;
@@ -181,6 +184,84 @@ pub fn route(
         rtt: r,
         reason,
     })
+}
+
+/// Why a returning player cannot be sent back to its zone now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeRouteError {
+    /// No shard holds the zone's lease: its holder died and no standby took it yet.
+    #[error("zone {zone} has no lease holder now (failover in progress)")]
+    NoHolder {
+        /// The player's zone.
+        zone: ZoneId,
+    },
+    /// The lease holder is not in the registry (not heartbeating yet, or gone).
+    #[error("shard {holder}, holder of zone {zone}, is not live in the registry")]
+    HolderNotLive {
+        /// The player's zone.
+        zone: ZoneId,
+        /// The shard holding its lease.
+        holder: ShardId,
+    },
+    /// The lease holder is draining: it admits no one.
+    #[error("shard {holder}, holder of zone {zone}, is draining")]
+    HolderDraining {
+        /// The player's zone.
+        zone: ZoneId,
+        /// The shard holding its lease.
+        holder: ShardId,
+    },
+    /// The lease holder's registry record names another zone (it moved on, or the records
+    /// disagree for a moment).
+    #[error("shard {holder} holds the lease of zone {zone} but serves zone {serves}")]
+    HolderServesAnotherZone {
+        /// The player's zone.
+        zone: ZoneId,
+        /// The shard holding its lease.
+        holder: ShardId,
+        /// The zone its record names.
+        serves: ZoneId,
+    },
+}
+
+/// The shards a returning player owned in `zone` may be offered: the zone's lease holder
+/// (`holder`, as the lease names it), if it is live and healthy, not draining and its record
+/// serves `zone`. Returns indices into `shards`, so the caller keeps its own records.
+pub fn resume_shards(
+    shards: &[ShardView],
+    zone: &ZoneId,
+    holder: Option<&ShardId>,
+) -> Result<Vec<usize>, ResumeRouteError> {
+    let Some(holder) = holder else {
+        return Err(ResumeRouteError::NoHolder { zone: zone.clone() });
+    };
+    let found: Vec<usize> = shards
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| &s.id == holder && s.healthy)
+        .map(|(i, _)| i)
+        .collect();
+    let Some(&first) = found.first() else {
+        return Err(ResumeRouteError::HolderNotLive {
+            zone: zone.clone(),
+            holder: holder.clone(),
+        });
+    };
+    let s = &shards[first];
+    if &s.zone != zone {
+        return Err(ResumeRouteError::HolderServesAnotherZone {
+            zone: zone.clone(),
+            holder: holder.clone(),
+            serves: s.zone.clone(),
+        });
+    }
+    if s.draining {
+        return Err(ResumeRouteError::HolderDraining {
+            zone: zone.clone(),
+            holder: holder.clone(),
+        });
+    }
+    Ok(vec![first])
 }
 
 /// Largest round trip a client may report before it is treated as absurd.
@@ -389,6 +470,93 @@ mod tests {
             .map(|d| (d.shard.as_str().to_owned(), d.reason));
             let want = c.want.map(|(s, r)| (s.to_owned(), r));
             assert_eq!(got, want, "case `{}`", c.name);
+        }
+    }
+
+    #[test]
+    fn resume_goes_to_the_zone_lease_holder_only() {
+        let in_zone = |name: &str, zone: &str| ShardView {
+            zone: ZoneId::new(zone).expect("name"),
+            ..shard(name, 0, 100)
+        };
+        let zone = |z: &str| ZoneId::new(z).expect("name");
+        let shards = vec![
+            in_zone("a", "west"),
+            in_zone("b", "east"),
+            ShardView {
+                draining: true,
+                ..in_zone("c", "north")
+            },
+            ShardView {
+                healthy: false,
+                ..in_zone("d", "south")
+            },
+        ];
+        struct ResumeCase {
+            name: &'static str,
+            zone: &'static str,
+            holder: Option<&'static str>,
+            want: Result<Vec<usize>, ResumeRouteError>,
+        }
+        let cases = [
+            ResumeCase {
+                name: "the holder of the player's zone, not the other shard",
+                zone: "east",
+                holder: Some("b"),
+                want: Ok(vec![1]),
+            },
+            ResumeCase {
+                name: "no lease holder: failover in progress",
+                zone: "east",
+                holder: None,
+                want: Err(ResumeRouteError::NoHolder { zone: zone("east") }),
+            },
+            ResumeCase {
+                name: "holder not in the registry",
+                zone: "east",
+                holder: Some("x"),
+                want: Err(ResumeRouteError::HolderNotLive {
+                    zone: zone("east"),
+                    holder: id("x"),
+                }),
+            },
+            ResumeCase {
+                name: "holder with a stale heartbeat",
+                zone: "south",
+                holder: Some("d"),
+                want: Err(ResumeRouteError::HolderNotLive {
+                    zone: zone("south"),
+                    holder: id("d"),
+                }),
+            },
+            ResumeCase {
+                name: "holder draining",
+                zone: "north",
+                holder: Some("c"),
+                want: Err(ResumeRouteError::HolderDraining {
+                    zone: zone("north"),
+                    holder: id("c"),
+                }),
+            },
+            ResumeCase {
+                name: "holder's record serves another zone",
+                zone: "east",
+                holder: Some("a"),
+                want: Err(ResumeRouteError::HolderServesAnotherZone {
+                    zone: zone("east"),
+                    holder: id("a"),
+                    serves: zone("west"),
+                }),
+            },
+        ];
+        for c in cases {
+            let holder = c.holder.map(id);
+            assert_eq!(
+                resume_shards(&shards, &zone(c.zone), holder.as_ref()),
+                c.want,
+                "case `{}`",
+                c.name
+            );
         }
     }
 

@@ -3,13 +3,21 @@
 //! 1. hello: version check, player name checked, profile loaded (created on first visit);
 //!    answered with the live shards to measure;
 //! 2. join request: the client's round trips, checked; the routing policy picks a shard; the
-//!    answer is a grant with a signed single-use join ticket.
+//!    answer is a grant with a signed single-use join ticket and a long-lived resume ticket.
+//!
+//! A hello with a valid resume ticket names its player without the name. If that player is
+//! still owned in a zone (its shard died, drained or lost the zone), only the shard holding
+//! the zone's lease now is offered ([`routing::resume_shards`]); while no live shard holds it
+//! (a failover in progress) the client is told to retry after a delay. A player owned nowhere
+//! is routed like a new join.
 //!
 //! Every decision is logged with the candidates and their round trips. Without shared state
 //! (Redis not reachable yet, or failing) or without an eligible shard, the client gets a
 //! refusal with a reason and a retry delay, never a hang.
 
 use crate::routing::{self, Measured, RouteError, RoutingConfig, ShardView};
+use meridian_cluster::metrics::{StoreOp, StoreOpMetrics};
+use meridian_cluster::ownership::Ownership;
 use meridian_cluster::store::{LiveShard, Store, StoreHandle};
 use meridian_protocol::codec::BoundedVec;
 use meridian_protocol::handshake::{self, HandshakeError, RejectMsg, RejectReason};
@@ -35,6 +43,9 @@ pub struct LobbyTuning {
     pub routing: RoutingConfig,
     /// How long a join ticket is valid.
     pub ticket_ttl: Duration,
+    /// How long a resume ticket is valid (reusable meanwhile: it proves who the player is, it
+    /// admits to no shard by itself).
+    pub resume_ticket_ttl: Duration,
     /// Largest frame accepted.
     pub max_frame: usize,
     /// How long one join may take end to end (the client measures round trips meanwhile).
@@ -52,6 +63,7 @@ impl Default for LobbyTuning {
         Self {
             routing: RoutingConfig::default(),
             ticket_ttl: Duration::from_secs(30),
+            resume_ticket_ttl: DEFAULT_RESUME_TICKET_TTL,
             max_frame: meridian_protocol::frame::DEFAULT_MAX_FRAME,
             join_timeout: Duration::from_secs(20),
             max_connections: 10_000,
@@ -60,6 +72,9 @@ impl Default for LobbyTuning {
         }
     }
 }
+
+/// Default [`LobbyTuning::resume_ticket_ttl`]: 30 minutes.
+pub const DEFAULT_RESUME_TICKET_TTL: Duration = Duration::from_secs(30 * 60);
 
 /// Counters of the lobby.
 #[derive(Debug, Default)]
@@ -80,6 +95,43 @@ pub struct LobbyMetrics {
     pub rejected_unavailable: AtomicU64,
     /// Refusals: no eligible shard.
     pub rejected_no_shard: AtomicU64,
+    /// Hellos with a valid resume ticket of a player still owned in a zone, offered that
+    /// zone's lease holder.
+    pub resumed_to_zone: AtomicU64,
+    /// Refusals of such hellos because no live shard holds the zone now (also counted in
+    /// `rejected_unavailable`).
+    pub resume_no_holder: AtomicU64,
+    /// Routing decisions, by outcome.
+    pub routing: RoutingCounts,
+    /// Calls to shared state, per operation.
+    pub store_ops: StoreOpMetrics,
+}
+
+/// Routing decisions of the lobby, by outcome.
+#[derive(Debug, Default)]
+pub struct RoutingCounts {
+    /// A shard was chosen.
+    pub routed: AtomicU64,
+    /// No candidate was measured by the client.
+    pub none_measured: AtomicU64,
+    /// Every candidate was full.
+    pub all_full: AtomicU64,
+    /// No shard was live.
+    pub no_shards: AtomicU64,
+    /// Every live shard was draining.
+    pub all_draining: AtomicU64,
+}
+
+impl RoutingCounts {
+    /// The counter of the refusal `e`.
+    pub fn refused(&self, e: &RouteError) -> &AtomicU64 {
+        match e {
+            RouteError::NoneMeasured => &self.none_measured,
+            RouteError::AllFull => &self.all_full,
+            RouteError::NoShards => &self.no_shards,
+            RouteError::AllDraining => &self.all_draining,
+        }
+    }
 }
 
 fn inc(c: &AtomicU64) {
@@ -125,6 +177,11 @@ impl LobbyHandle {
     /// The lobby's counters.
     pub fn metrics(&self) -> &LobbyMetrics {
         &self.metrics
+    }
+
+    /// The lobby's counters, shared (for an admin endpoint).
+    pub fn shared_metrics(&self) -> Arc<LobbyMetrics> {
+        self.metrics.clone()
     }
 
     /// Stops accepting, lets joins in progress end (bounded), closes.
@@ -326,25 +383,108 @@ async fn join(
         )
     };
     let profile = match resumed {
-        Some(player) => store.load_profile(player).await,
-        None => store
-            .load_or_create_profile(&hello.name)
+        Some(player) => {
+            m.store_ops
+                .time(StoreOp::LoadProfile, store.load_profile(player))
+                .await
+        }
+        None => m
+            .store_ops
+            .time(
+                StoreOp::LoadOrCreateProfile,
+                store.load_or_create_profile(&hello.name),
+            )
             .await
             .map(|l| l.profile),
     };
     let profile = match profile {
         Ok(p) => p,
+        Err(meridian_cluster::StoreError::NotFound { .. }) if resumed.is_some() => {
+            inc(&m.rejected_ticket);
+            return Some(reject(
+                RejectReason::BadTicket,
+                format!(
+                    "resume ticket names player {}, who has no profile",
+                    resumed.map_or(0, |p| p.0)
+                ),
+            ));
+        }
         Err(e) => return Some(unavailable("profile", &e)),
     };
-    let live = match store.live_shards().await {
+    let live = match m
+        .store_ops
+        .time(StoreOp::LiveShards, store.live_shards())
+        .await
+    {
         Ok(l) => l,
         Err(e) => return Some(unavailable("shard registry", &e)),
     };
-    let offered: Vec<&LiveShard> = live
-        .iter()
-        .filter(|s| !s.record.draining)
-        .take(MAX_CANDIDATES)
-        .collect();
+    let views_of = |shards: &[&LiveShard]| -> Vec<ShardView> {
+        shards
+            .iter()
+            .map(|s| ShardView {
+                id: s.record.id.clone(),
+                zone: s.record.zone.clone(),
+                load: s.record.load,
+                capacity: s.record.capacity,
+                draining: s.record.draining,
+                healthy: true,
+            })
+            .collect()
+    };
+    // A returning player still owned in a zone goes back to that zone's lease holder.
+    let resume_zone = match resumed {
+        None => None,
+        Some(player) => match m
+            .store_ops
+            .time(StoreOp::GetOwnership, store.get_ownership(player))
+            .await
+        {
+            Ok(Some(Ownership {
+                owner: Some(_),
+                zone: Some(zone),
+                ..
+            })) => Some(zone),
+            Ok(_) => None,
+            Err(e) => return Some(unavailable("ownership record", &e)),
+        },
+    };
+    let offered: Vec<&LiveShard> = match &resume_zone {
+        None => live
+            .iter()
+            .filter(|s| !s.record.draining)
+            .take(MAX_CANDIDATES)
+            .collect(),
+        Some(zone) => {
+            let holder = match m
+                .store_ops
+                .time(StoreOp::GetLease, store.get_lease(zone))
+                .await
+            {
+                Ok(lease) => lease.map(|l| l.owner),
+                Err(e) => return Some(unavailable("zone lease", &e)),
+            };
+            let all: Vec<&LiveShard> = live.iter().collect();
+            match routing::resume_shards(&views_of(&all), zone, holder.as_ref()) {
+                Ok(picked) => {
+                    inc(&m.resumed_to_zone);
+                    info!(player = %profile.player, %zone, holder = ?holder.as_ref().map(ShardId::as_str), "resume: routed to the zone's holder");
+                    picked.into_iter().map(|i| all[i]).collect()
+                }
+                Err(e) => {
+                    inc(&m.rejected_unavailable);
+                    inc(&m.resume_no_holder);
+                    info!(player = %profile.player, error = %e, "resume: no shard for the player's zone yet");
+                    return Some(reject(
+                        RejectReason::Unavailable {
+                            retry_after_ms: retry_ms,
+                        },
+                        format!("player {} cannot resume yet: {e}", profile.player),
+                    ));
+                }
+            }
+        }
+    };
     if offered.is_empty() {
         inc(&m.rejected_no_shard);
         return Some(reject(
@@ -405,27 +545,29 @@ async fn join(
         inc(&m.rejected_malformed);
         return Some(reject(RejectReason::Malformed, e.to_string()));
     }
-    let views: Vec<ShardView> = offered
-        .iter()
-        .map(|s| ShardView {
-            id: s.record.id.clone(),
-            zone: s.record.zone.clone(),
-            load: s.record.load,
-            capacity: s.record.capacity,
-            draining: s.record.draining,
-            healthy: true,
-        })
-        .collect();
+    let views = views_of(&offered);
     let party = request.party.as_deref().and_then(|p| ShardId::new(p).ok());
     let decision = match routing::route(&views, &rtts, party.as_ref(), &shared.tuning.routing) {
-        Ok(d) => d,
+        Ok(d) => {
+            inc(&m.routing.routed);
+            d
+        }
         Err(e) => {
-            inc(if e == RouteError::NoneMeasured {
+            inc(m.routing.refused(&e));
+            // A returning player whose zone's holder did not answer its pings: the holder may
+            // be restarting; the client is told to come back rather than that it misbehaved.
+            let resume_unmeasured = e == RouteError::NoneMeasured && resume_zone.is_some();
+            inc(if resume_unmeasured {
+                &m.rejected_unavailable
+            } else if e == RouteError::NoneMeasured {
                 &m.rejected_malformed
             } else {
                 &m.rejected_no_shard
             });
             let reason = match e {
+                RouteError::NoneMeasured if resume_unmeasured => RejectReason::Unavailable {
+                    retry_after_ms: retry_ms,
+                },
                 RouteError::NoneMeasured => RejectReason::Malformed,
                 RouteError::AllFull => RejectReason::Full,
                 RouteError::NoShards | RouteError::AllDraining => RejectReason::Unavailable {
@@ -458,14 +600,23 @@ async fn join(
         expires_at_ms: now_ms() + shared.tuning.ticket_ttl.as_millis() as u64,
         nonce: random_nonce(),
     };
-    let ticket = match shared.key.sign(claims) {
-        Ok(t) => t,
-        Err(e) => return Some(reject(RejectReason::Malformed, e.to_string())),
+    let resume_claims = TicketClaims {
+        kind: TicketKind::Resume,
+        player: profile.player,
+        shard: chosen.shard.clone(),
+        zone: chosen.zone.clone(),
+        expires_at_ms: now_ms() + shared.tuning.resume_ticket_ttl.as_millis() as u64,
+        nonce: random_nonce(),
+    };
+    let (ticket, resume) = match (shared.key.sign(claims), shared.key.sign(resume_claims)) {
+        (Ok(t), Ok(r)) => (t, r),
+        (Err(e), _) | (_, Err(e)) => return Some(reject(RejectReason::Malformed, e.to_string())),
     };
     inc(&m.grants);
     Some(LobbyMsg::Grant(JoinGrantMsg {
         shard: chosen,
         ticket,
+        resume,
     }))
 }
 
@@ -481,6 +632,14 @@ pub enum LobbyRunError {
     /// No shared state was configured.
     #[error("the lobby needs --redis: it finds the shards in the shared registry")]
     NoStore,
+    /// The admin endpoint could not be bound.
+    #[error("cannot bind the admin endpoint on {addr}: {source}")]
+    AdminBind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Runs `meridian lobby` until `shutdown` completes. Shared state is connected in the
@@ -526,9 +685,45 @@ pub async fn run(
             }
         }
     });
+    let admin_store = store_rx.clone();
     let handle = start(cfg.listen, &cert, key, store_rx, tuning)?;
+    let (stop_admin, admin_stopped) = watch::channel(false);
+    if let Some(addr) = cfg.admin_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| LobbyRunError::AdminBind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| LobbyRunError::AdminBind { addr, source })?;
+        let map = crate::map::MapSource::start(
+            admin_store.clone(),
+            None,
+            crate::map::DEFAULT_POLL_INTERVAL,
+        );
+        let state = crate::admin::LobbyAdminState::new(
+            handle.local_addr,
+            admin_store,
+            handle.shared_metrics(),
+        );
+        let mut stopped = admin_stopped;
+        let map_stop = map.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                // Ends the map's event streams, which would keep the shutdown waiting.
+                map_stop.stop();
+            };
+            if let Err(e) =
+                crate::admin::serve(listener, state, crate::map::router(map), stop).await
+            {
+                warn!(error = %e, "admin endpoint stopped");
+            }
+        });
+        info!(addr = %bound, "admin endpoint listening");
+    }
     shutdown.await;
     info!("shutting down");
+    let _ = stop_admin.send(true);
     connector.abort();
     handle.shutdown().await;
     Ok(())

@@ -153,6 +153,10 @@ pub enum KickReason {
     ZoneLost,
     /// The player was handed to another shard and did not move there in time.
     HandedOff,
+    /// The shard is draining (being stopped for maintenance): the player's state is saved;
+    /// reconnect through the lobby, which sends the player to the shard that serves the zone
+    /// next (it resumes at the saved state).
+    Draining,
 }
 
 /// A committed score change.

@@ -4,8 +4,12 @@
 //! 2. lobby → [`LobbyMsg::Candidates`]: the player's id and profile and the shards to measure
 //!    (or [`LobbyMsg::Rejected`]);
 //! 3. client → [`LobbyRequestMsg::Join`] with the round-trip times it measured;
-//! 4. lobby → [`LobbyMsg::Grant`] with the chosen shard and a join ticket, or
+//! 4. lobby → [`LobbyMsg::Grant`] with the chosen shard, a join ticket and a resume ticket, or
 //!    [`LobbyMsg::Rejected`] with a reason and, when it makes sense, a retry delay.
+//!
+//! A client that lost its shard comes back with the resume ticket of its last grant in the
+//! hello: the lobby then knows the player without the name and offers only the shard that
+//! holds the zone the player is in now (see `meridian_lobby::routing::resume_shards`).
 
 use crate::codec::BoundedVec;
 use crate::handshake::RejectMsg;
@@ -56,6 +60,10 @@ pub struct ShardRttMsg {
 
 /// Lobby replies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one or two replies per join, each encoded at once: a box would buy nothing"
+)]
 pub enum LobbyMsg {
     /// Who the player is and which shards to measure.
     Candidates(CandidatesMsg),
@@ -107,6 +115,10 @@ pub struct JoinGrantMsg {
     pub shard: ShardCandidateMsg,
     /// Single-use join ticket for that shard.
     pub ticket: SignedTicket,
+    /// Resume ticket ([`crate::ticket::TicketKind::Resume`]): long-lived and reusable until it
+    /// expires; it proves who the player is when the client comes back after a lost
+    /// connection, and admits to no shard by itself.
+    pub resume: SignedTicket,
 }
 
 /// Why a player name was refused.

@@ -188,8 +188,13 @@ fn lobby_msg() -> impl Strategy<Value = LobbyMsg> {
                     shards,
                 })
             ),
-        (candidate(), ticket())
-            .prop_map(|(shard, ticket)| LobbyMsg::Grant(JoinGrantMsg { shard, ticket })),
+        (candidate(), ticket(), ticket()).prop_map(|(shard, ticket, resume)| LobbyMsg::Grant(
+            JoinGrantMsg {
+                shard,
+                ticket,
+                resume
+            }
+        )),
         reject().prop_map(LobbyMsg::Rejected),
     ]
 }
@@ -243,6 +248,7 @@ fn shard_control() -> impl Strategy<Value = ShardControlMsg> {
         Just(KickReason::Admin),
         Just(KickReason::ZoneLost),
         Just(KickReason::HandedOff),
+        Just(KickReason::Draining),
     ];
     let neighbour = (zone_id(), shard_id(), text(64), any::<[u8; 32]>()).prop_map(
         |(zone, shard, addr, cert_sha256)| {

@@ -181,3 +181,50 @@ fn rcgen_pem() -> (String, String) {
     let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
     (c.cert.pem(), c.signing_key.serialize_pem())
 }
+
+#[tokio::test]
+async fn insecure_client_accepts_any_certificate_and_records_it() {
+    let cert = CertificateMaterial::generate_dev(&["localhost"]).expect("cert");
+    let cfg = QuicConfig::default();
+    let server = endpoint(Some(
+        quic::server_config(&cert, &cfg).expect("server config"),
+    ));
+    let addr = server.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            tokio::spawn(async move {
+                if let Ok(conn) = incoming.await {
+                    conn.closed().await;
+                }
+            });
+        }
+    });
+    let client = endpoint(None);
+    let (config, seen) = quic::insecure_client_config(&cfg).expect("client config");
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        None,
+        "nothing seen before a handshake"
+    );
+    let conn = client
+        .connect_with(config, addr, quic::SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("any certificate is accepted");
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        Some(cert.sha256()),
+        "the certificate accepted is the server's"
+    );
+    // Pinned from then on, the same server is reached as usual.
+    let pinned = client
+        .connect_with(
+            quic::client_config(cert.sha256(), &cfg).expect("pinned config"),
+            addr,
+            quic::SERVER_NAME,
+        )
+        .expect("connect")
+        .await;
+    assert!(pinned.is_ok(), "{pinned:?}");
+    conn.close(0u32.into(), b"done");
+}

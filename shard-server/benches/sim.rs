@@ -4,7 +4,8 @@
 //! same 11,000 moving entities, in a world built by the same code (same archetypes, same
 //! tables). Prints, at the end, per-entity nanoseconds for both, their ratio, what each phase
 //! of the tick costs (timed between phases with `Sim::tick_observed`) and, inside the index
-//! phase, what the spatial grid's rebuild costs.
+//! phase, what the spatial grid costs rebuilt from scratch and refreshed over one tick's moves
+//! (what the tick does).
 //!
 //! `cargo bench -p meridian-shard --bench sim -- --warm-up-time 1 --measurement-time 3`
 
@@ -229,6 +230,26 @@ fn print_ratios() {
         t / 1e3,
         t / positions.len() as f64,
         positions.len()
+    );
+    // What the tick does instead: a refresh, between the positions of two consecutive ticks
+    // (of `Sim::tick`: the per-phase schedules of `tick_observed` list tables in another
+    // order, so their view is another permutation).
+    driver.step();
+    let before: Vec<[f32; 2]> = driver.sim.view().entities.iter().map(|e| e.pos).collect();
+    driver.step();
+    let after: Vec<[f32; 2]> = driver.sim.view().entities.iter().map(|e| e.pos).collect();
+    let t = best_of(100, 20, |n| {
+        let t = Instant::now();
+        for k in 0..n {
+            let next = if k % 2 == 0 { &after } else { &before };
+            grid.refresh(black_box(next).iter().copied());
+        }
+        t.elapsed()
+    });
+    println!(
+        "  of which SpatialGrid::refresh {:.1} us {:.2} ns/entity (one tick's moves)",
+        t / 1e3,
+        t / positions.len() as f64,
     );
 }
 

@@ -5,8 +5,15 @@
 //! - `GET /players`: the players the shard holds, as [`ShardPlayers`] JSON. The tick thread
 //!   answers an [`AdminQuery::Players`] on its next tick; `503` with `{"error": …}` if it does
 //!   not within [`PLAYERS_TIMEOUT`] or has stopped.
-//! - `GET /status`: the last [`TickStatus`] the tick thread published, as JSON.
-//! - `GET /healthz`: `200 ok` while the endpoint serves.
+//! - `GET /status`: [`ShardStatus`] JSON: role, id, zone, lease epoch, the state of shared
+//!   state (Redis), and the last [`TickStatus`] the tick thread published (players, tick
+//!   times), its fields at the top level.
+//! - `GET /healthz`: `200 ok` while the endpoint serves (the process is alive).
+//! - `GET /readyz`: [`Readiness`] JSON, `200` when the shard is registered, holds its zone's
+//!   lease and reaches shared state, else `503` with the reasons; a shard without shared state
+//!   (`meridian shard` without `--redis`) is ready while it serves.
+//! - `GET /metrics`: the Prometheus text exposition of the shard's metrics
+//!   ([`crate::metrics::ShardCollector`]).
 //!
 //! Any other path is `404` with `{"error": …}`; another method on a known path is `405`.
 //!
@@ -17,19 +24,27 @@
 use crate::metrics::TickStatus;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use meridian_cluster::Store;
 use meridian_cluster::audit::{HeldPlayer, ShardPlayers};
+use meridian_cluster::metrics::{TEXT_CONTENT_TYPE, encode_text};
+use meridian_cluster::ownership::Lease;
+use meridian_cluster::store::StoreHandle;
 use meridian_protocol::{ShardId, ZoneId};
+use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Longest `GET /players` waits for the tick thread's answer.
 pub const PLAYERS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest `GET /readyz` and `GET /status` wait for shared state to answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A question the admin endpoint asks the tick thread, which answers it on its next tick.
 #[derive(Debug)]
@@ -51,6 +66,103 @@ pub struct AdminState {
     pub status: Arc<Mutex<TickStatus>>,
     /// Questions for the tick thread.
     pub queries: mpsc::Sender<AdminQuery>,
+    /// What `GET /metrics` exposes.
+    pub exporter: Arc<Registry>,
+    /// Shared state and the zone lease, when the shard is part of a world.
+    pub cluster: Option<AdminCluster>,
+}
+
+/// What `GET /readyz` checks of a shard in a world.
+#[derive(Debug, Clone)]
+pub struct AdminCluster {
+    /// Shared state.
+    pub store: StoreHandle,
+    /// The zone lease held now (None while lost).
+    pub lease: watch::Receiver<Option<Lease>>,
+}
+
+/// `GET /status`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ShardStatus {
+    /// Always `shard`.
+    pub role: &'static str,
+    /// The shard.
+    pub id: ShardId,
+    /// Its zone.
+    pub zone: ZoneId,
+    /// Epoch of the zone lease held; 0 while none is held.
+    pub lease_epoch: u64,
+    /// Shared state: `reachable`, `unreachable: <why>`, or `none` (not part of a world).
+    pub redis: String,
+    /// Median whole tick since start, milliseconds (also in `total`).
+    pub tick_p50_ms: f64,
+    /// 99th percentile whole tick since start, milliseconds (also in `total`).
+    pub tick_p99_ms: f64,
+    /// The last published tick status.
+    #[serde(flatten)]
+    pub tick: TickStatus,
+}
+
+/// `GET /readyz`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Readiness {
+    /// Whether every check passed.
+    pub ready: bool,
+    /// Shared state: `reachable`, `unreachable: <why>`, or `none`.
+    pub redis: String,
+    /// Whether the registry lists this shard (None without shared state).
+    pub registered: Option<bool>,
+    /// Whether the shard holds its zone's lease (None without shared state).
+    pub lease_held: Option<bool>,
+    /// Why it is not ready, one line per failed check.
+    pub reasons: Vec<String>,
+}
+
+/// Shared state answers, and whether its registry lists `shard`.
+async fn probe(store: &StoreHandle, shard: &ShardId) -> Result<bool, String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, store.live_shards()).await {
+        Ok(Ok(live)) => Ok(live.iter().any(|s| &s.record.id == shard)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
+    }
+}
+
+/// The readiness of the shard `state` serves.
+pub async fn readiness(state: &AdminState) -> Readiness {
+    let Some(cluster) = &state.cluster else {
+        return Readiness {
+            ready: true,
+            redis: "none".to_owned(),
+            registered: None,
+            lease_held: None,
+            reasons: Vec::new(),
+        };
+    };
+    let mut reasons = Vec::new();
+    let (redis, registered) = match probe(&cluster.store, &state.shard).await {
+        Ok(registered) => ("reachable".to_owned(), registered),
+        Err(e) => {
+            reasons.push(format!("shared state unreachable: {e}"));
+            (format!("unreachable: {e}"), false)
+        }
+    };
+    if !registered && reasons.is_empty() {
+        reasons.push(format!(
+            "shard {} is not in the registry (yet)",
+            state.shard
+        ));
+    }
+    let lease_held = cluster.lease.borrow().is_some();
+    if !lease_held {
+        reasons.push(format!("the lease on zone {} is not held", state.zone));
+    }
+    Readiness {
+        ready: reasons.is_empty(),
+        redis,
+        registered: Some(registered),
+        lease_held: Some(lease_held),
+        reasons,
+    }
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown` completes, then lets the requests
@@ -75,6 +187,8 @@ fn router(state: AdminState, players_timeout: Duration) -> Router {
         )
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -131,15 +245,58 @@ async fn players(state: AdminState, timeout: Duration) -> Response {
     }
 }
 
-/// `GET /status`: the last published tick status.
-async fn status(State(state): State<AdminState>) -> Json<TickStatus> {
+/// `GET /status`: identity, lease, shared state and the last published tick status.
+async fn status(State(state): State<AdminState>) -> Json<ShardStatus> {
     // A panicked tick thread leaves its last status readable.
-    let status = state
+    let tick = state
         .status
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    Json(status)
+    let redis = match &state.cluster {
+        None => "none".to_owned(),
+        Some(c) => match probe(&c.store, &state.shard).await {
+            Ok(_) => "reachable".to_owned(),
+            Err(e) => format!("unreachable: {e}"),
+        },
+    };
+    Json(ShardStatus {
+        role: "shard",
+        id: state.shard.clone(),
+        zone: state.zone.clone(),
+        lease_epoch: state.lease_epoch.load(Ordering::Acquire),
+        redis,
+        tick_p50_ms: tick.total.p50_ms,
+        tick_p99_ms: tick.total.p99_ms,
+        tick,
+    })
+}
+
+/// `GET /readyz`: `200` or `503` with [`Readiness`].
+async fn ready(State(state): State<AdminState>) -> Response {
+    let r = readiness(&state).await;
+    let code = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(r)).into_response()
+}
+
+/// `GET /metrics`: the Prometheus text exposition of `state.exporter`.
+async fn metrics(State(state): State<AdminState>) -> Response {
+    exposition(&state.exporter)
+}
+
+/// The Prometheus text exposition of `registry`, or `500` with `{"error": …}`.
+pub fn exposition(registry: &Registry) -> Response {
+    match encode_text(registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], text).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot encode the metrics: {e}"),
+        ),
+    }
 }
 
 /// Any other path.
@@ -150,9 +307,82 @@ async fn not_found(uri: Uri) -> Response {
     )
 }
 
+// ---- `POST /drain` (graceful drain, token-protected) ----
+
+/// What `POST /drain` needs: the operator's bearer token and the switch it turns.
+///
+/// `POST /drain` with `Authorization: Bearer <token>` asks the shard to drain (`202` with
+/// `{"draining": true}`); a missing or wrong token is `401` with `{"error": …}`; a shard
+/// started without `--admin-token` answers `404` with `{"error": …}` (the route is off).
+#[derive(Debug, Clone)]
+pub struct DrainControl {
+    /// The token `--admin-token` set; `None`: the route is off.
+    pub token: Option<String>,
+    /// Turned true by an authorized request; the shard's run loop drains on it.
+    pub requested: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// The `POST /drain` route alone, with its state applied.
+pub fn drain_routes(control: DrainControl) -> Router {
+    Router::new()
+        .route("/drain", axum::routing::post(drain))
+        .with_state(control)
+}
+
+/// Like [`serve`], with the `POST /drain` route added.
+pub async fn serve_with_drain(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    control: DrainControl,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = drain_routes(control).merge(router(state, PLAYERS_TIMEOUT));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `POST /drain`: checks the bearer token, then turns the drain switch.
+async fn drain(State(control): State<DrainControl>, headers: axum::http::HeaderMap) -> Response {
+    let Some(expected) = &control.token else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "POST /drain is off: the shard was started without --admin-token",
+        );
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(given) = given else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>` header",
+        );
+    };
+    if !same_token(given.trim().as_bytes(), expected.as_bytes()) {
+        return error(StatusCode::UNAUTHORIZED, "wrong admin token");
+    }
+    control.requested.send_replace(true);
+    tracing::info!("drain requested on the admin endpoint");
+    /// The answer of an accepted drain.
+    #[derive(serde::Serialize)]
+    struct Draining {
+        /// Always true.
+        draining: bool,
+    }
+    (StatusCode::ACCEPTED, Json(Draining { draining: true })).into_response()
+}
+
+/// Compares two tokens in time independent of where they differ.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{ShardCollector, ShardMetrics, ShardSource};
     use meridian_cluster::audit::HeldState;
     use meridian_protocol::PlayerId;
     use std::net::SocketAddr;
@@ -166,6 +396,20 @@ mod tests {
         lease_epoch: Arc<AtomicU64>,
         stop: Option<oneshot::Sender<()>>,
         server: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    /// The metrics of shard eu-1 in zone west, after 5 ticks.
+    fn exporter() -> Registry {
+        let metrics = Arc::new(ShardMetrics::default());
+        ShardMetrics::add(&metrics.ticks, 5);
+        ShardCollector::new(vec![ShardSource {
+            shard: ShardId::new("eu-1").expect("valid"),
+            zone: ZoneId::new("west").expect("valid"),
+            metrics,
+            lease: None,
+            status: Arc::default(),
+        }])
+        .into_registry()
     }
 
     async fn start(players_timeout: Duration) -> Endpoint {
@@ -185,6 +429,8 @@ mod tests {
             lease_epoch: Arc::clone(&lease_epoch),
             status: Arc::new(Mutex::new(status)),
             queries: queries_tx,
+            exporter: Arc::new(exporter()),
+            cluster: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let app = router(state, players_timeout);
@@ -240,10 +486,12 @@ mod tests {
                     HeldPlayer {
                         player: PlayerId(7),
                         state: HeldState::Active,
+                        pos: None,
                     },
                     HeldPlayer {
                         player: PlayerId(9),
                         state: HeldState::Outgoing,
+                        pos: None,
                     },
                 ];
                 reply.send(held).expect("the endpoint waits");
@@ -262,11 +510,13 @@ mod tests {
             [
                 HeldPlayer {
                     player: PlayerId(7),
-                    state: HeldState::Active
+                    state: HeldState::Active,
+                    pos: None,
                 },
                 HeldPlayer {
                     player: PlayerId(9),
-                    state: HeldState::Outgoing
+                    state: HeldState::Outgoing,
+                    pos: None,
                 }
             ]
         );
@@ -361,8 +611,36 @@ mod tests {
             "{body}"
         );
         assert_eq!(
+            (
+                &status["role"],
+                &status["id"],
+                &status["zone"],
+                &status["redis"]
+            ),
+            (
+                &serde_json::json!("shard"),
+                &serde_json::json!("eu-1"),
+                &serde_json::json!("west"),
+                &serde_json::json!("none")
+            ),
+            "{body}"
+        );
+        assert_eq!(
             request(endpoint.addr, "GET", "/healthz").await,
             (200, "ok".to_owned())
+        );
+        let (code, body) = request(endpoint.addr, "GET", "/readyz").await;
+        assert_eq!(
+            code, 200,
+            "without shared state a serving shard is ready: {body}"
+        );
+        assert_eq!(json(&body)["ready"], true);
+        let (code, body) = request(endpoint.addr, "GET", "/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            body.lines().any(|l| l
+                == "meridian_shard_ticks_total{role=\"shard\",shard=\"eu-1\",zone=\"west\"} 5"),
+            "{body}"
         );
         let (code, body) = request(endpoint.addr, "GET", "/nope").await;
         assert_eq!(code, 404, "{body}");
@@ -392,4 +670,87 @@ mod tests {
             (200, "ok".to_owned())
         );
     }
+}
+
+// ---- standby: the endpoint while no zone is held ----
+
+/// `GET /status` of a standby.
+#[derive(Debug, Clone, serde::Serialize)]
+struct StandbyStatus<'a> {
+    /// Always `shard`.
+    role: &'static str,
+    /// The shard.
+    id: &'a ShardId,
+    /// Always true here.
+    standby: bool,
+    /// The zones it takes over when their lease is free.
+    zones: &'a [ZoneId],
+    /// Always 0: a standby holds nobody.
+    players: u32,
+}
+
+/// Serves a standby's endpoint until `shutdown` completes (the standby took a zone and the full
+/// endpoint takes the socket over): `GET /healthz` `200 ok`; `GET /readyz` `503` (it serves no
+/// zone yet); `GET /status` a [`StandbyStatus`]; `GET /players` an empty [`ShardPlayers`] (so
+/// `meridian audit` counts a standby as holding nobody rather than unreachable); anything else
+/// `404` with `{"error": …}`.
+pub async fn serve_standby(
+    listener: tokio::net::TcpListener,
+    shard: ShardId,
+    zones: Vec<ZoneId>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, standby_router(shard, zones))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The routes of [`serve_standby`].
+fn standby_router(shard: ShardId, zones: Vec<ZoneId>) -> Router {
+    let state = Arc::new((shard, zones));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<Arc<(ShardId, Vec<ZoneId>)>>| async move {
+                let names: Vec<&str> = s.1.iter().map(ZoneId::as_str).collect();
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "standing by for zones {}; holds no zone lease",
+                        names.join(",")
+                    ),
+                )
+            }),
+        )
+        .route(
+            "/status",
+            get(|State(s): State<Arc<(ShardId, Vec<ZoneId>)>>| async move {
+                Json(StandbyStatus {
+                    role: "shard",
+                    id: &s.0,
+                    standby: true,
+                    zones: &s.1,
+                    players: 0,
+                })
+                .into_response()
+            }),
+        )
+        .route(
+            "/players",
+            get(|State(s): State<Arc<(ShardId, Vec<ZoneId>)>>| async move {
+                match s.1.first() {
+                    Some(zone) => Json(ShardPlayers {
+                        shard: s.0.clone(),
+                        zone: zone.clone(),
+                        lease_epoch: None,
+                        players: Vec::new(),
+                    })
+                    .into_response(),
+                    None => error(StatusCode::SERVICE_UNAVAILABLE, "standby for no zone"),
+                }
+            }),
+        )
+        .fallback(not_found)
+        .with_state(state)
 }

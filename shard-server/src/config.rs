@@ -67,6 +67,19 @@ pub struct ShardConfig {
     /// Clients closer than this to a border (world units) are told of the neighbour's shard so
     /// that they connect to it before they cross.
     pub border_notice: u32,
+    /// How often the players' states are checkpointed to shared state, milliseconds
+    /// ([`CHECKPOINT_MS_RANGE`]): a crash rolls positions back at most this far.
+    pub checkpoint_ms: u64,
+    /// Zones this shard stands by for, comma-separated: it serves none at start, and takes the
+    /// first of them whose lease is free (its shard died, drained or was cut off), restoring
+    /// its players from their checkpoints. Needs `redis`; `zone` is then unused.
+    pub standby_for: Option<String>,
+    /// Longest a drain (SIGTERM, `POST /drain`) may take before the shard exits anyway,
+    /// milliseconds ([`DRAIN_DEADLINE_MS_RANGE`]).
+    pub drain_deadline_ms: u64,
+    /// Bearer token that `POST /drain` on the admin endpoint requires; without it the route
+    /// answers 404. Never logged.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ShardConfig {
@@ -91,6 +104,10 @@ impl Default for ShardConfig {
             world: None,
             region: "local".to_owned(),
             border_notice: 120,
+            checkpoint_ms: 1_000,
+            standby_for: None,
+            drain_deadline_ms: 10_000,
+            admin_token: None,
         }
     }
 }
@@ -119,6 +136,10 @@ impl fmt::Debug for ShardConfig {
             world,
             region,
             border_notice,
+            checkpoint_ms,
+            standby_for,
+            drain_deadline_ms,
+            admin_token,
         } = self;
         f.debug_struct("ShardConfig")
             .field("id", id)
@@ -140,12 +161,25 @@ impl fmt::Debug for ShardConfig {
             .field("world", world)
             .field("region", region)
             .field("border_notice", border_notice)
+            .field("checkpoint_ms", checkpoint_ms)
+            .field("standby_for", standby_for)
+            .field("drain_deadline_ms", drain_deadline_ms)
+            .field("admin_token", &admin_token.as_ref().map(|_| REDACTED))
             .finish()
     }
 }
 
 /// Largest accepted [`ShardConfig::border_notice`], world units.
 pub const MAX_BORDER_NOTICE: u32 = 100_000;
+
+/// Accepted [`ShardConfig::checkpoint_ms`].
+pub const CHECKPOINT_MS_RANGE: std::ops::RangeInclusive<u64> = 50..=60_000;
+
+/// Accepted [`ShardConfig::drain_deadline_ms`].
+pub const DRAIN_DEADLINE_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
+
+/// Shortest accepted [`ShardConfig::admin_token`], bytes.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// The rectangle of world space a zone covers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -226,6 +260,68 @@ pub enum ConfigError {
     /// The Redis URL is malformed.
     #[error(transparent)]
     Redis(#[from] RedisUrlError),
+    /// `checkpoint_ms` is out of range.
+    #[error("checkpoint_ms {value} is out of range 50..=60000 milliseconds")]
+    CheckpointMs {
+        /// The value given.
+        value: u64,
+    },
+    /// `drain_deadline_ms` is out of range.
+    #[error("drain_deadline_ms {value} is out of range 100..=600000 milliseconds")]
+    DrainDeadlineMs {
+        /// The value given.
+        value: u64,
+    },
+    /// A zone of `standby_for` is not a valid zone name.
+    #[error("--standby-for: zone #{position} `{value}` is invalid: {source}")]
+    BadStandbyZone {
+        /// Its position in the list, from 1.
+        position: usize,
+        /// The name given.
+        value: String,
+        /// What is wrong with it.
+        source: NameError,
+    },
+    /// A zone is listed twice in `standby_for`.
+    #[error("--standby-for lists zone `{zone}` twice")]
+    DuplicateStandbyZone {
+        /// The zone.
+        zone: String,
+    },
+    /// `standby_for` was given without shared state: a standby learns of free zones there.
+    #[error(
+        "--standby-for needs --redis: a standby takes zones through their leases in shared state"
+    )]
+    StandbyWithoutRedis,
+    /// The admin token is too short or holds characters other than visible ASCII.
+    #[error(
+        "admin_token must be at least 16 characters of visible ASCII (no spaces); got {len} bytes"
+    )]
+    BadAdminToken {
+        /// Its length in bytes (the token itself is not shown).
+        len: usize,
+    },
+}
+
+/// Parses `standby_for`: comma-separated zone names (spaces around them allowed), at least one,
+/// no duplicates.
+pub fn parse_standby_zones(value: &str) -> Result<Vec<ZoneId>, ConfigError> {
+    let mut zones: Vec<ZoneId> = Vec::new();
+    for (i, part) in value.split(',').enumerate() {
+        let name = part.trim();
+        let zone = ZoneId::new(name).map_err(|source| ConfigError::BadStandbyZone {
+            position: i + 1,
+            value: name.to_owned(),
+            source,
+        })?;
+        if zones.contains(&zone) {
+            return Err(ConfigError::DuplicateStandbyZone {
+                zone: name.to_owned(),
+            });
+        }
+        zones.push(zone);
+    }
+    Ok(zones)
 }
 
 /// Parses `"x0,y0,x1,y1"` (spaces allowed around the numbers).
@@ -316,7 +412,46 @@ impl ShardConfig {
             self.keep_alive_ms,
             self.idle_timeout_ms,
         )?;
+        if !CHECKPOINT_MS_RANGE.contains(&self.checkpoint_ms) {
+            return Err(ConfigError::CheckpointMs {
+                value: self.checkpoint_ms,
+            });
+        }
+        if !DRAIN_DEADLINE_MS_RANGE.contains(&self.drain_deadline_ms) {
+            return Err(ConfigError::DrainDeadlineMs {
+                value: self.drain_deadline_ms,
+            });
+        }
+        if let Some(zones) = &self.standby_for {
+            parse_standby_zones(zones)?;
+            if self.redis.is_none() {
+                return Err(ConfigError::StandbyWithoutRedis);
+            }
+        }
+        if let Some(token) = &self.admin_token
+            && (token.len() < MIN_ADMIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::BadAdminToken { len: token.len() });
+        }
         Ok(())
+    }
+
+    /// The zones of `standby_for` (empty when not a standby); call after
+    /// [`ShardConfig::validate`].
+    pub fn standby_zones(&self) -> Result<Vec<ZoneId>, ConfigError> {
+        self.standby_for
+            .as_deref()
+            .map_or(Ok(Vec::new()), parse_standby_zones)
+    }
+
+    /// [`ShardConfig::checkpoint_ms`] as a duration.
+    pub fn checkpoint_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.checkpoint_ms)
+    }
+
+    /// [`ShardConfig::drain_deadline_ms`] as a duration.
+    pub fn drain_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.drain_deadline_ms)
     }
 
     /// The zone rectangle; call after [`ShardConfig::validate`].
@@ -619,5 +754,77 @@ mod tests {
         );
         assert!(!shown.contains(KEY) && !shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("tick_hz: 30"), "{shown}");
+        let with_token = ShardConfig {
+            admin_token: Some("operator-token-0123456789".into()),
+            ..valid()
+        };
+        let shown = format!("{with_token:?}");
+        assert!(!shown.contains("operator-token"), "{shown}");
+    }
+
+    #[test]
+    fn fault_tolerance_settings_are_checked() {
+        let d = ShardConfig::default();
+        assert_eq!((d.checkpoint_ms, d.drain_deadline_ms), (1_000, 10_000));
+        assert!(d.standby_for.is_none() && d.admin_token.is_none());
+        for value in [0, 49, 60_001] {
+            let cfg = ShardConfig {
+                checkpoint_ms: value,
+                ..valid()
+            };
+            assert_eq!(cfg.validate(), Err(ConfigError::CheckpointMs { value }));
+        }
+        let cfg = ShardConfig {
+            drain_deadline_ms: 5,
+            ..valid()
+        };
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::DrainDeadlineMs { value: 5 })
+        );
+        let standby = |zones: &str| ShardConfig {
+            standby_for: Some(zones.into()),
+            redis: Some("redis://127.0.0.1:6380".into()),
+            ..valid()
+        };
+        assert_eq!(standby("a, b").validate(), Ok(()));
+        assert_eq!(
+            standby("a, b").standby_zones().expect("valid"),
+            vec![
+                ZoneId::new("a").expect("zone"),
+                ZoneId::new("b").expect("zone")
+            ]
+        );
+        let err = standby("a,bad zone")
+            .validate()
+            .expect_err("space in a name");
+        assert!(
+            matches!(&err, ConfigError::BadStandbyZone { position: 2, value, .. } if value == "bad zone"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("`bad zone`"), "{err}");
+        assert!(matches!(
+            standby("a,,b").validate(),
+            Err(ConfigError::BadStandbyZone { position: 2, .. })
+        ));
+        assert_eq!(
+            standby("a,b,a").validate(),
+            Err(ConfigError::DuplicateStandbyZone { zone: "a".into() })
+        );
+        let alone = ShardConfig {
+            redis: None,
+            ..standby("a")
+        };
+        assert_eq!(alone.validate(), Err(ConfigError::StandbyWithoutRedis));
+        for bad in ["short", "has a space in the token!!"] {
+            let cfg = ShardConfig {
+                admin_token: Some(bad.into()),
+                ..valid()
+            };
+            assert_eq!(
+                cfg.validate(),
+                Err(ConfigError::BadAdminToken { len: bad.len() })
+            );
+        }
     }
 }

@@ -2,30 +2,31 @@
 //! thread beside it. [`start`] returns a [`ShardHandle`] (tests start shards in-process with
 //! it); [`run`] is the `meridian shard` entry point.
 
-use crate::admin::{self, AdminQuery, AdminState};
+use crate::admin::{self, AdminQuery, AdminState, DrainControl};
 use crate::config::{ConfigError, ShardConfig};
+use crate::handoff::checkpoint::{self, CheckpointCommand, CheckpointConfig};
 use crate::handoff::ghosts::GhostBands;
 use crate::handoff::{ClusterLink, worker};
-use crate::metrics::{ShardMetrics, TickStatus};
+use crate::metrics::{ShardCollector, ShardMetrics, ShardSource, TickStatus};
 use crate::net::{self, NetLimits, NetShared};
 use crate::replication::ReplicationConfig;
 use crate::sim::{BorderConfig, Sim, SimConfig, SimConfigError};
-use crate::tick::{TickHandoff, TickLoop, TickSetup};
+use crate::tick::{TickCheckpoints, TickHandoff, TickLoop, TickSetup};
 use meridian_cluster::Store;
-use meridian_cluster::ownership::{AcquireOutcome, Lease};
+use meridian_cluster::ownership::{AcquireOutcome, ClaimOutcome, Lease, PlayerState};
 use meridian_cluster::registry::{Registry, RegistryConfig};
 use meridian_cluster::store::{ShardRecord, StoreConfig, StoreHandle};
 use meridian_cluster::world::WorldMap;
 use meridian_protocol::quic::{self, CertSha256, CertificateMaterial, QuicConfig, QuicSetupError};
 use meridian_protocol::ticket::{TicketKey, TicketKeyError, to_hex};
-use meridian_protocol::{ShardId, ZoneId};
+use meridian_protocol::{PlayerId, ShardId, ZoneId};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument, debug, info, warn};
 
 /// Why a shard could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,14 @@ pub enum ShardError {
     /// The world map could not be read.
     #[error(transparent)]
     WorldMap(#[from] meridian_cluster::world::WorldMapError),
+    /// A standby without a world map stands by for several zones: it cannot tell their bounds.
+    #[error(
+        "--standby-for lists {count} zones without --world: give the world map, or stand by for one zone (its bounds are --zone-bounds)"
+    )]
+    StandbyNeedsWorld {
+        /// How many zones were listed.
+        count: usize,
+    },
     /// The tick thread stopped without being asked to (a panic in the simulation: see the log).
     #[error("the tick thread of shard {shard} stopped unexpectedly; the shard cannot go on")]
     TickDied {
@@ -190,6 +199,37 @@ pub struct ShardHandle {
     registry: Option<Registry>,
     /// How long neighbours take to notice a draining record (two refreshes of their watchers).
     drain_notice: Duration,
+    /// Asks the tick thread to drain.
+    tick_drain: Arc<AtomicBool>,
+    /// Set by the tick thread once drained, with the players it checkpointed.
+    tick_drained: Arc<std::sync::OnceLock<usize>>,
+    /// Stops the lease keeper (drain, chaos tests).
+    lease_paused: Arc<AtomicBool>,
+    /// To the checkpoint writer (flushes), when part of a world.
+    checkpoints: Option<mpsc::Sender<CheckpointCommand>>,
+    /// Longest a drain takes.
+    drain_deadline: Duration,
+    /// Turned true by `POST /drain`.
+    drain_switch: Arc<watch::Sender<bool>>,
+    /// The lease was released by a drain.
+    lease_released: bool,
+}
+
+/// What a drain did.
+#[derive(Clone, Debug)]
+pub struct DrainReport {
+    /// Players whose state was checkpointed and whose clients were told to reconnect.
+    pub players: usize,
+    /// Every checkpoint queued before the drain was written (or refused by the fence).
+    pub flushed: bool,
+    /// The zone lease was released (a standby may take the zone at once).
+    pub lease_released: bool,
+    /// The drain (and the shutdown after it) finished within the deadline.
+    pub within_deadline: bool,
+    /// How long it took.
+    pub took: Duration,
+    /// The final tick status.
+    pub status: TickStatus,
 }
 
 impl ShardHandle {
@@ -239,15 +279,151 @@ impl ShardHandle {
         &self.metrics
     }
 
+    /// What the shard's metrics are read from at scrape time, for an admin endpoint that
+    /// serves several shards (`meridian dev`).
+    pub fn metrics_source(&self) -> ShardSource {
+        ShardSource {
+            shard: self.shard.clone(),
+            zone: self.zone.clone(),
+            metrics: self.metrics.clone(),
+            lease: self.lease.as_ref().map(|(_, rx)| rx.clone()),
+            status: self.status.clone(),
+        }
+    }
+
     /// The zone lease held now (None without shared state, or while lost).
     pub fn lease(&self) -> Option<Lease> {
         self.lease.as_ref().and_then(|(_, rx)| rx.borrow().clone())
     }
 
+    /// Completes when a drain is asked for on the admin endpoint (`POST /drain`).
+    pub async fn drain_requested(&self) {
+        let mut rx = self.drain_switch.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Pauses (or resumes) the renewal of the zone lease while the shard keeps serving: what a
+    /// stalled or cut-off process looks like to the rest of the cluster (chaos tests).
+    pub fn set_lease_keeping_paused(&self, paused: bool) {
+        self.lease_paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// Stops the shard the way a crash does: the endpoint closes at once, nothing is saved,
+    /// released or deregistered; the zone lease and the registry record expire by themselves
+    /// (chaos tests).
+    pub async fn crash(self) {
+        self.lease_paused.store(true, Ordering::Relaxed);
+        for w in &self.workers {
+            w.abort();
+        }
+        if let Some(h) = &self.heartbeat {
+            h.abort();
+        }
+        self.accept_task.abort();
+        self.endpoint
+            .close(quic::close_code::SHUTDOWN.into(), b"crashed");
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.tick_thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+
+    /// Drains the shard, then stops it, all within its drain deadline (`--drain-deadline-ms`):
+    /// it stops admitting (the registry record says draining, hellos are refused), checkpoints
+    /// every player keeping their ownership, sends every client a [`KickReason::Draining`]
+    /// (reconnect through the lobby), waits for the checkpoints to be written, releases the
+    /// zone lease (a standby takes the zone at once and restores the players), and shuts down.
+    ///
+    /// [`KickReason::Draining`]: meridian_protocol::control::KickReason::Draining
+    pub async fn drain(mut self) -> DrainReport {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.drain_deadline;
+        ShardMetrics::inc(&self.metrics.drains);
+        info!(
+            deadline_ms = self.drain_deadline.as_millis() as u64,
+            "draining"
+        );
+        self.draining.store(true, Ordering::Relaxed);
+        if let Some(registry) = &self.registry {
+            let record = ShardRecord {
+                draining: true,
+                ..self.record.clone()
+            };
+            if let Err(e) = registry.heartbeat(&record).await {
+                warn!(error = %e, "draining record not published");
+            }
+        }
+        self.tick_drain.store(true, Ordering::Relaxed);
+        let drained = self.tick_drained.clone();
+        let players = tokio::time::timeout_at(deadline, async {
+            loop {
+                if let Some(n) = drained.get() {
+                    return *n;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let told = players.is_ok();
+        let players = players.unwrap_or(0);
+        let mut flushed = self.checkpoints.is_none() && told;
+        if let (Some(tx), true) = (&self.checkpoints, told) {
+            let (done, wait) = oneshot::channel();
+            flushed = tokio::time::timeout_at(deadline, async {
+                tx.send(CheckpointCommand::Flush(done)).await.is_ok() && wait.await.is_ok()
+            })
+            .await
+            .unwrap_or(false);
+        }
+        if !flushed {
+            warn!("drain: checkpoints not all written within the deadline");
+        }
+        let mut lease_released = false;
+        if let Some((store, rx)) = &self.lease {
+            self.lease_paused.store(true, Ordering::Relaxed);
+            let lease = rx.borrow().clone();
+            if let Some(lease) = lease {
+                match tokio::time::timeout_at(deadline, store.release_lease(&lease)).await {
+                    Ok(Ok(released)) => {
+                        lease_released = released;
+                        info!(zone = %lease.zone, epoch = lease.epoch, released, "zone lease given up");
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "zone lease not released; it expires by itself")
+                    }
+                    Err(_) => {
+                        warn!("zone lease not released within the deadline; it expires by itself")
+                    }
+                }
+            }
+        }
+        self.lease_released = lease_released;
+        let status = tokio::time::timeout_at(deadline, self.shutdown())
+            .await
+            .ok();
+        let within_deadline = status.is_some() && tokio::time::Instant::now() <= deadline;
+        let report = DrainReport {
+            players,
+            flushed,
+            lease_released,
+            within_deadline,
+            took: started.elapsed(),
+            status: status.unwrap_or_default(),
+        };
+        info!(
+            players = report.players,
+            flushed = report.flushed,
+            lease_released = report.lease_released,
+            took_ms = report.took.as_millis() as u64,
+            "drained"
+        );
+        report
+    }
+
     /// Stops the shard: the tick thread kicks every client with a shutdown reason and stops,
     /// the endpoint stops accepting and closes. Returns the final tick status.
     pub async fn shutdown(self) -> TickStatus {
-        if let (Some(registry), Some(_)) = (&self.registry, &self.lease) {
+        let drained = self.tick_drained.get().is_some();
+        if let (Some(registry), Some(_), false) = (&self.registry, &self.lease, drained) {
             // Neighbours stop handing players here before the endpoint goes away: the record
             // says draining, and their watchers look again within a refresh.
             self.draining.store(true, Ordering::Relaxed);
@@ -273,7 +449,7 @@ impl ShardHandle {
         for w in &self.workers {
             w.abort();
         }
-        if let Some((store, rx)) = &self.lease {
+        if let (Some((store, rx)), false) = (&self.lease, self.lease_released) {
             let lease = rx.borrow().clone();
             if let Some(lease) = lease {
                 match store.release_lease(&lease).await {
@@ -343,7 +519,8 @@ async fn start_inner(
             .ok_or(ShardError::MissingTicketKey)?,
     )?;
     let shard = ShardId::new(cfg.id.clone()).map_err(|source| ConfigError::BadId { source })?;
-    let zone = ZoneId::new(cfg.zone.clone()).map_err(|source| ConfigError::BadZone { source })?;
+    let mut zone =
+        ZoneId::new(cfg.zone.clone()).map_err(|source| ConfigError::BadZone { source })?;
     let cert = match (&cfg.cert, &cfg.key) {
         (Some(c), Some(k)) if !cfg.dev_cert => CertificateMaterial::load_pem(c, k)?,
         _ => CertificateMaterial::generate_dev(&["localhost", shard.as_str()])?,
@@ -375,25 +552,89 @@ async fn start_inner(
         source,
     })?;
 
+    // The admin port is bound first: a standby serves it while it waits (liveness probes, the
+    // audit), then hands the same socket to the full endpoint.
+    let admin_socket = match cfg.admin_listen {
+        Some(addr) => {
+            let bind = || -> std::io::Result<(std::net::TcpListener, SocketAddr)> {
+                let l = std::net::TcpListener::bind(addr)?;
+                l.set_nonblocking(true)?;
+                let bound = l.local_addr()?;
+                Ok((l, bound))
+            };
+            Some(bind().map_err(|source| ShardError::AdminBind { addr, source })?)
+        }
+        None => None,
+    };
+
     // In a world: the map decides the zone's rectangle and its neighbours, and the lease is
-    // taken before anything is served.
+    // taken before anything is served. A standby waits here until one of its zones is free.
     let mut world_parts = None;
+    let mut restored = Vec::new();
     if let Some(link) = &link {
-        let spec = link
-            .world
-            .zone(&zone)
-            .ok_or_else(|| ShardError::ZoneNotInMap {
-                zone: zone.clone(),
-                map: link.world.name.clone(),
-                zones: link
-                    .world
-                    .zones
-                    .iter()
-                    .map(|z| z.id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?
-            .clone();
+        let standby = cfg.standby_zones()?;
+        for z in standby.iter().chain(standby.is_empty().then_some(&zone)) {
+            zone_spec(&link.world, z)?;
+        }
+        let store = link.registry.store().clone();
+        let lease = if standby.is_empty() {
+            match store
+                .acquire_lease(&zone, &shard, link.handoff.lease_ttl)
+                .await?
+            {
+                AcquireOutcome::Acquired(lease) => lease,
+                AcquireOutcome::Held(holder) => {
+                    return Err(ShardError::ZoneHeld {
+                        zone: zone.clone(),
+                        holder: holder.owner,
+                        epoch: holder.epoch,
+                    });
+                }
+            }
+        } else {
+            let record = ShardRecord {
+                id: shard.clone(),
+                zone: standby[0].clone(),
+                region: tuning.region.clone(),
+                addr: cfg.public_addr.unwrap_or(local_addr).to_string(),
+                cert_sha256: cert.sha256(),
+                capacity: tuning.capacity,
+                load: 0,
+                draining: true,
+                admin_addr: admin_socket.as_ref().map(|(_, a)| a.to_string()),
+            };
+            let standby_admin = match &admin_socket {
+                Some((listener, addr)) => {
+                    let listener = listener
+                        .try_clone()
+                        .and_then(tokio::net::TcpListener::from_std)
+                        .map_err(|source| ShardError::AdminBind {
+                            addr: *addr,
+                            source,
+                        })?;
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                    let served = tokio::spawn(admin::serve_standby(
+                        listener,
+                        shard.clone(),
+                        standby.clone(),
+                        async move {
+                            let _ = stopped.await;
+                        },
+                    ));
+                    Some((stop, served))
+                }
+                None => None,
+            };
+            let lease =
+                wait_for_zone(&link.registry, &standby, link.handoff.lease_ttl, record).await;
+            if let Some((stop, served)) = standby_admin {
+                let _ = stop.send(());
+                let _ = served.await;
+            }
+            lease
+        };
+        zone = lease.zone.clone();
+        let spec = zone_spec(&link.world, &zone)?;
         if [spec.min, spec.max] != [tuning.sim.bounds_min, tuning.sim.bounds_max] {
             info!(zone = %zone, bounds = %spec.bounds_string(), "zone bounds taken from the world map");
         }
@@ -408,21 +649,8 @@ async fn start_inner(
             ..BorderConfig::default()
         };
         tuning.sim.border = Some(border);
-        let store = link.registry.store().clone();
-        let lease = match store
-            .acquire_lease(&zone, &shard, link.handoff.lease_ttl)
-            .await?
-        {
-            AcquireOutcome::Acquired(lease) => lease,
-            AcquireOutcome::Held(holder) => {
-                return Err(ShardError::ZoneHeld {
-                    zone: zone.clone(),
-                    holder: holder.owner,
-                    epoch: holder.epoch,
-                });
-            }
-        };
         info!(zone = %zone, epoch = lease.epoch, "zone lease taken");
+        restored = restore_players(&store, &lease).await;
         world_parts = Some((link.clone(), spec, neighbours, store, lease));
     }
     let sim = Sim::new(tuning.sim.clone())?;
@@ -434,6 +662,12 @@ async fn start_inner(
     let (inputs_tx, inputs_rx) = mpsc::channel(65_536);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (admin_tx, admin_rx) = mpsc::channel::<AdminQuery>(64);
+    let tick_drain = Arc::new(AtomicBool::new(false));
+    let tick_drained = Arc::new(std::sync::OnceLock::new());
+    let lease_paused = Arc::new(AtomicBool::new(false));
+    let draining = Arc::new(AtomicBool::new(false));
+    let mut tick_checkpoints = None;
+    let mut checkpoint_tx = None;
     // The handoff machinery: channels between the tick thread and the worker.
     let mut tick_handoff = None;
     let mut net_cluster = None;
@@ -477,7 +711,30 @@ async fn start_inner(
             ghosts_in: gin_tx,
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
+            lease_paused: lease_paused.clone(),
         });
+        metrics.lease_held.store(1, Ordering::Relaxed);
+        let (cp_tx, cp_rx) = mpsc::channel(checkpoint::CHANNEL_CAPACITY);
+        let cp_config = CheckpointConfig {
+            interval: cfg.checkpoint_interval(),
+            max_queued: link.handoff.checkpoint_queue,
+        };
+        tick_checkpoints = Some(TickCheckpoints {
+            commands: cp_tx.clone(),
+            interval: cp_config.interval,
+        });
+        checkpoint_tx = Some(cp_tx);
+        workers.push(tokio::spawn(
+            checkpoint::run(
+                store.clone(),
+                lease_rx.clone(),
+                cp_config,
+                cp_rx,
+                metrics.clone(),
+                shutdown_rx.clone(),
+            )
+            .instrument(tracing::info_span!("checkpoint", shard = %shard, zone = %zone)),
+        ));
         net_cluster = Some(net::NetCluster {
             store: store.clone(),
             lease: lease_rx.clone(),
@@ -497,6 +754,10 @@ async fn start_inner(
         stop: stop.clone(),
         handoff: tick_handoff,
         admin: Some(admin_rx),
+        checkpoints: tick_checkpoints,
+        restored,
+        drain: tick_drain.clone(),
+        drained: tick_drained.clone(),
     };
     let span = tracing::info_span!("shard", id = %shard, zone = %zone);
     let (ended_tx, tick_ended) = watch::channel(false);
@@ -525,19 +786,21 @@ async fn start_inner(
         tick,
         limits: tuning.limits.clone(),
         cluster: net_cluster,
+        draining: draining.clone(),
     });
     let accept_task = tokio::spawn(tracing::Instrument::instrument(
         net::accept_loop(endpoint.clone(), shared, shutdown_rx.clone()),
         tracing::info_span!("shard", id = %shard, zone = %zone),
     ));
-    let admin_addr = match cfg.admin_listen {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| ShardError::AdminBind { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| ShardError::AdminBind { addr, source })?;
+    let drain_switch = Arc::new(watch::channel(false).0);
+    let admin_addr = match admin_socket {
+        Some((listener, bound)) => {
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                ShardError::AdminBind {
+                    addr: bound,
+                    source,
+                }
+            })?;
             let epoch = Arc::new(AtomicU64::new(0));
             if let Some((_, rx)) = &lease_handle {
                 let mut rx = rx.clone();
@@ -552,19 +815,38 @@ async fn start_inner(
                     }
                 }));
             }
+            let exporter = ShardCollector::new(vec![ShardSource {
+                shard: shard.clone(),
+                zone: zone.clone(),
+                metrics: metrics.clone(),
+                lease: lease_handle.as_ref().map(|(_, rx)| rx.clone()),
+                status: status.clone(),
+            }])
+            .into_registry();
             let state = AdminState {
                 shard: shard.clone(),
                 zone: zone.clone(),
                 lease_epoch: epoch,
                 status: status.clone(),
                 queries: admin_tx,
+                exporter: Arc::new(exporter),
+                cluster: lease_handle
+                    .as_ref()
+                    .map(|(store, rx)| admin::AdminCluster {
+                        store: store.clone(),
+                        lease: rx.clone(),
+                    }),
             };
             let mut stop_admin = shutdown_rx.clone();
+            let control = DrainControl {
+                token: cfg.admin_token.clone(),
+                requested: drain_switch.clone(),
+            };
             tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop_admin.wait_for(|s| *s).await;
                 };
-                if let Err(e) = admin::serve(listener, state, stopped).await {
+                if let Err(e) = admin::serve_with_drain(listener, state, control, stopped).await {
                     warn!(error = %e, "admin endpoint stopped");
                 }
             });
@@ -610,9 +892,16 @@ async fn start_inner(
         lease: lease_handle,
         workers,
         admin_addr,
-        draining: Arc::new(AtomicBool::new(false)),
+        draining,
         registry: None,
         drain_notice,
+        tick_drain,
+        tick_drained,
+        lease_paused,
+        checkpoints: checkpoint_tx,
+        drain_deadline: cfg.drain_deadline(),
+        drain_switch,
+        lease_released: false,
     };
     if let Some(registry) = registry {
         handle.publish(registry);
@@ -636,8 +925,13 @@ pub async fn run(cfg: ShardConfig, shutdown: impl Future<Output = ()>) -> Result
                 Some(path) => WorldMap::load(path)?,
                 None => {
                     let bounds = cfg.bounds()?;
-                    let zone = ZoneId::new(cfg.zone.clone())
-                        .map_err(|source| ConfigError::BadZone { source })?;
+                    let standby = cfg.standby_zones()?;
+                    let zone = match standby.as_slice() {
+                        [] => ZoneId::new(cfg.zone.clone())
+                            .map_err(|source| ConfigError::BadZone { source })?,
+                        [one] => one.clone(),
+                        more => return Err(ShardError::StandbyNeedsWorld { count: more.len() }),
+                    };
                     single_zone_world(zone, bounds.min, bounds.max, &cfg.region)
                 }
             };
@@ -657,7 +951,10 @@ pub async fn run(cfg: ShardConfig, shutdown: impl Future<Output = ()>) -> Result
                 },
             };
             let registry = link.registry.clone();
-            start_inner(&cfg, tuning, Some(registry), Some(link), Some(socket)).await?
+            tokio::select! {
+                handle = start_inner(&cfg, tuning, Some(registry), Some(link), Some(socket)) => handle?,
+                _ = &mut shutdown => return Ok(()),
+            }
         }
         None => {
             warn!(
@@ -667,22 +964,126 @@ pub async fn run(cfg: ShardConfig, shutdown: impl Future<Output = ()>) -> Result
         }
     };
     tokio::select! {
-        _ = &mut shutdown => {}
+        _ = &mut shutdown => info!("shutdown signal: draining"),
+        _ = handle.drain_requested() => info!("drain requested: draining"),
         _ = handle.tick_ended() => {
             let shard = handle.shard.clone();
             let _ = handle.shutdown().await;
             return Err(ShardError::TickDied { shard });
         }
     }
-    info!("shutting down");
-    let status = handle.shutdown().await;
+    let report = handle.drain().await;
     info!(
-        ticks = status.tick,
-        tick_p99_ms = status.total.p99_ms,
-        overruns = status.overruns,
+        ticks = report.status.tick,
+        tick_p99_ms = report.status.total.p99_ms,
+        overruns = report.status.overruns,
+        players = report.players,
+        within_deadline = report.within_deadline,
         "shard stopped"
     );
     Ok(())
+}
+
+/// The spec of `zone` in `world`, or why it is not there.
+fn zone_spec(
+    world: &WorldMap,
+    zone: &ZoneId,
+) -> Result<meridian_cluster::world::ZoneSpec, ShardError> {
+    world
+        .zone(zone)
+        .cloned()
+        .ok_or_else(|| ShardError::ZoneNotInMap {
+            zone: zone.clone(),
+            map: world.name.clone(),
+            zones: world
+                .zones
+                .iter()
+                .map(|z| z.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// A standby: publishes itself as draining (no lobby routes to it, no neighbour hands players
+/// to it) and tries the leases of its zones every third of the lease TTL, until it wins one.
+async fn wait_for_zone(
+    registry: &Registry,
+    zones: &[ZoneId],
+    ttl: Duration,
+    record: ShardRecord,
+) -> Lease {
+    let store = registry.store();
+    let names: Vec<String> = zones.iter().map(ToString::to_string).collect();
+    info!(zones = %names.join(","), "standing by");
+    let mut last_error: Option<std::time::Instant> = None;
+    loop {
+        for zone in zones {
+            match store.acquire_lease(zone, &record.id, ttl).await {
+                Ok(AcquireOutcome::Acquired(lease)) => {
+                    info!(zone = %zone, epoch = lease.epoch, "standby taking over the zone");
+                    return lease;
+                }
+                Ok(AcquireOutcome::Held(holder)) => {
+                    debug!(zone = %zone, holder = %holder.owner, "zone still held");
+                }
+                Err(e) => {
+                    if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        last_error = Some(std::time::Instant::now());
+                        warn!(error = %e, "standby cannot reach shared state; retrying");
+                    }
+                }
+            }
+        }
+        let _ = registry.heartbeat(&record).await;
+        tokio::time::sleep(ttl / 3).await;
+    }
+}
+
+/// Takes over the players whose records still name an owner in the lease's zone (its previous
+/// holder died or drained; transfers in flight excepted): claims each under the new epoch, so
+/// that the old holder can write nothing more, and returns their checkpointed states to spawn.
+/// A scan of shared state, run once when the zone's lease is taken.
+async fn restore_players(store: &StoreHandle, lease: &Lease) -> Vec<(PlayerId, PlayerState)> {
+    let owned = match store.owned_players().await {
+        Ok(owned) => owned,
+        Err(e) => {
+            warn!(error = %e, "players of the zone not restored: shared state out of reach");
+            return Vec::new();
+        }
+    };
+    let mut restored = Vec::new();
+    for rec in owned
+        .into_iter()
+        // A record with `from` set (epoch 0) is a transfer still waiting for this zone's
+        // shard: its notice (or its client) brings it in.
+        .filter(|r| {
+            r.zone.as_ref() == Some(&lease.zone)
+                && r.owner.is_some()
+                && r.from.is_none()
+                && r.epoch != 0
+        })
+    {
+        match store.claim_player(rec.player, lease).await {
+            Ok(ClaimOutcome::Claimed {
+                state: Some(state), ..
+            }) => restored.push((rec.player, state)),
+            Ok(ClaimOutcome::Claimed { state: None, .. }) => {
+                debug!(player = %rec.player, "claimed without a checkpoint: it spawns anew on join");
+            }
+            Ok(ClaimOutcome::Stale { epoch }) => {
+                warn!(player = %rec.player, epoch, "player not restored: its record has a newer epoch");
+            }
+            Err(e) => warn!(player = %rec.player, error = %e, "player not restored"),
+        }
+    }
+    if !restored.is_empty() {
+        info!(
+            players = restored.len(),
+            epoch = lease.epoch,
+            "players of the zone restored from their checkpoints"
+        );
+    }
+    restored
 }
 
 /// The world of a shard started without a map: its zone alone, spawning at its centre.

@@ -5,6 +5,7 @@
 //! bounded queues with `try_send`.
 
 use crate::admin::AdminQuery;
+use crate::handoff::checkpoint::CheckpointCommand;
 use crate::handoff::ghosts::{GhostBands, GhostEntityMsg};
 use crate::handoff::{HandoffCommand, HandoffConfig, HandoffEvent, NeighbourInfo, worker};
 use crate::metrics::{PhaseTimes, ShardMetrics, TickStatus};
@@ -68,6 +69,26 @@ pub struct TickSetup {
     pub handoff: Option<TickHandoff>,
     /// Questions from the admin endpoint, answered once a tick.
     pub admin: Option<mpsc::Receiver<AdminQuery>>,
+    /// Checkpoints, when the shard is part of a world: where the players' states and the
+    /// committed events go.
+    pub checkpoints: Option<TickCheckpoints>,
+    /// Players restored from their checkpoints at start (a failover): spawned at once, they
+    /// wait for their clients.
+    pub restored: Vec<(PlayerId, PlayerState)>,
+    /// Set by the shell to drain: stop admitting, checkpoint every player, tell every client
+    /// to reconnect through the lobby.
+    pub drain: Arc<AtomicBool>,
+    /// Set by the tick thread once the drain's checkpoint is queued and every client told: how
+    /// many players it checkpointed.
+    pub drained: Arc<std::sync::OnceLock<usize>>,
+}
+
+/// The tick thread's side of checkpoints.
+pub struct TickCheckpoints {
+    /// To the checkpoint writer.
+    pub commands: mpsc::Sender<CheckpointCommand>,
+    /// How often every player's state is sent.
+    pub interval: Duration,
 }
 
 /// The tick thread's side of handoff: channels to and from the worker, and the geometry.
@@ -131,11 +152,13 @@ struct HandedOff {
     deadline: Instant,
 }
 
-/// A player spawned from a notice, waiting for its client.
+/// A player spawned from a notice (or restored from its checkpoint), waiting for its client.
 struct Incoming {
     since: Instant,
     /// The notice to acknowledge once the entity exists.
     notice: Option<String>,
+    /// How long it waits; `None`: the handoff arrival grace.
+    grace: Option<Duration>,
 }
 
 struct PendingJoin {
@@ -183,6 +206,9 @@ pub struct TickLoop {
     pending: HashMap<PlayerId, PendingJoin>,
     deferred_joins: Vec<(PlayerId, PendingJoin)>,
     encode_buf: Vec<u8>,
+    /// The tick's datagrams, carved one after the other out of shared blocks: one allocation
+    /// per block of datagrams, not one per datagram.
+    send_arena: bytes::BytesMut,
     hist: Histograms,
     last_overrun_warn: Option<Instant>,
     overruns: u64,
@@ -195,6 +221,10 @@ pub struct TickLoop {
     incoming: HashMap<PlayerId, Incoming>,
     ghost_buf: Vec<Vec<GhostEntityMsg>>,
     spawn_rng: Pcg64Mcg,
+    /// When the players' states were last sent to the checkpoint writer.
+    last_checkpoint: Instant,
+    /// The drain was carried out.
+    drain_done: bool,
 }
 
 fn us_since(t: Instant) -> u64 {
@@ -225,6 +255,7 @@ impl TickLoop {
             pending: HashMap::new(),
             deferred_joins: Vec::new(),
             encode_buf: Vec::with_capacity(2048),
+            send_arena: bytes::BytesMut::new(),
             hist: Histograms {
                 total: histogram(),
                 recent: histogram(),
@@ -242,8 +273,39 @@ impl TickLoop {
             incoming: HashMap::new(),
             ghost_buf: vec![Vec::new(); n_neighbours],
             spawn_rng: Pcg64Mcg::seed_from_u64(seed),
+            last_checkpoint: Instant::now(),
+            drain_done: false,
             setup,
         }
+        .with_restored()
+    }
+
+    /// Spawns the players restored from their checkpoints; each waits for its client.
+    fn with_restored(mut self) -> Self {
+        let grace = self
+            .setup
+            .handoff
+            .as_ref()
+            .map_or(crate::handoff::RESUME_GRACE, |h| h.config.resume_grace);
+        let now = Instant::now();
+        for (player, state) in std::mem::take(&mut self.setup.restored) {
+            self.incoming.insert(
+                player,
+                Incoming {
+                    since: now,
+                    notice: None,
+                    grace: Some(grace),
+                },
+            );
+            self.inputs.joins.push(arrival_join(player, &state));
+        }
+        if !self.incoming.is_empty() {
+            info!(
+                players = self.incoming.len(),
+                "players restored from their checkpoints; waiting for their clients"
+            );
+        }
+        self
     }
 
     /// Runs until the stop flag is set, then kicks every client with a shutdown reason.
@@ -309,12 +371,16 @@ impl TickLoop {
     pub fn step(&mut self) {
         let t0 = Instant::now();
         // 1. inputs
+        if !self.drain_done && self.setup.drain.load(Ordering::Relaxed) {
+            self.drain_now();
+        }
         self.drain_sessions();
         self.drain_handoff();
         self.answer_admin();
         self.drain_inputs();
         let t1 = Instant::now();
         self.hist.inputs.saturating_record(us_since(t0));
+        self.setup.metrics.tick_phases.inputs.observe(t1 - t0);
         // 2. sim
         let Self {
             setup,
@@ -323,6 +389,7 @@ impl TickLoop {
             by_player,
             pending,
             encode_buf,
+            send_arena,
             hist,
             quantizer,
             bounds,
@@ -336,6 +403,7 @@ impl TickLoop {
         setup.tick.store(tick.0, Ordering::Relaxed);
         ShardMetrics::inc(&setup.metrics.ticks);
         hist.sim.saturating_record(us_since(t1));
+        setup.metrics.tick_phases.sim.observe(t1.elapsed());
         // 3. outputs
         let view = setup.sim.view();
         let mut kicks: Vec<(ConnId, KickReason, &'static str)> = Vec::new();
@@ -352,7 +420,7 @@ impl TickLoop {
                 inputs.leaves.push(player);
                 continue;
             };
-            if join.arrival.is_some() {
+            if join.arrival.as_ref().is_some_and(|a| !a.resumed) {
                 ShardMetrics::inc(&setup.metrics.handoffs_in);
             }
             if let Some(slot) = welcome(
@@ -378,6 +446,24 @@ impl TickLoop {
                     total: score.total,
                     delta: score.delta,
                 });
+                if let Some(cp) = &setup.checkpoints {
+                    // Committed first: the writer tells the client once the state is written.
+                    let Some(state) = setup.sim.player_state(score.player).map(saved_state) else {
+                        continue;
+                    };
+                    let commit = CheckpointCommand::Commit {
+                        player: score.player,
+                        state,
+                        control: slot.control.clone(),
+                        msg: Box::new(msg),
+                    };
+                    if cp.commands.try_send(commit).is_err() {
+                        // The next checkpoint carries the score; the client hears of it with
+                        // the next committed event.
+                        ShardMetrics::inc(&setup.metrics.checkpoints_dropped);
+                    }
+                    continue;
+                }
                 if slot.control.try_send(msg).is_err() {
                     kicks.push((
                         by_player[&score.player],
@@ -469,7 +555,7 @@ impl TickLoop {
             let sent = codec::encode_into(&slot.datagram, encode_buf).is_ok()
                 && slot
                     .connection
-                    .send_datagram(Bytes::copy_from_slice(encode_buf))
+                    .send_datagram(carve_datagram(send_arena, encode_buf))
                     .is_ok();
             if sent {
                 ShardMetrics::inc(&setup.metrics.datagrams_out);
@@ -485,13 +571,112 @@ impl TickLoop {
         }
         hist.replication.saturating_record((repl_ns / 1000).max(1));
         hist.send.saturating_record((send_ns / 1000).max(1));
+        let phases = &setup.metrics.tick_phases;
+        phases.replication.observe(Duration::from_nanos(repl_ns));
+        phases.send.observe(Duration::from_nanos(send_ns));
         for (conn, reason, detail) in kicks {
             self.kick(conn, reason, detail);
         }
         self.publish_border(tick);
+        self.checkpoint();
         let total = us_since(t0);
         self.hist.total.saturating_record(total);
         self.hist.recent.saturating_record(total);
+        let m = &self.setup.metrics;
+        m.tick_phases.total.observe(t0.elapsed());
+        ShardMetrics::set(&m.players, self.clients.len());
+        ShardMetrics::set(&m.entities, self.setup.sim.view().entities.len());
+        ShardMetrics::set(&m.ghosts, self.setup.sim.ghost_count());
+    }
+
+    /// Every checkpoint interval, sends the state of every player this shard owns to the
+    /// checkpoint writer (one allocation per interval, not per tick).
+    fn checkpoint(&mut self) {
+        let Some(cp) = &self.setup.checkpoints else {
+            return;
+        };
+        if self.last_checkpoint.elapsed() < cp.interval || !self.admitting() {
+            return;
+        }
+        self.last_checkpoint = Instant::now();
+        let batch = self.owned_states();
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        if cp
+            .commands
+            .try_send(CheckpointCommand::Batch(batch))
+            .is_err()
+        {
+            ShardMetrics::add(&self.setup.metrics.checkpoints_dropped, n);
+        }
+    }
+
+    /// The states of the players this shard owns (not those frozen mid-transfer).
+    fn owned_states(&self) -> Vec<(PlayerId, PlayerState)> {
+        self.setup
+            .sim
+            .players()
+            .filter(|(p, _)| !self.outgoing.contains_key(p))
+            .map(|(p, snap)| (p, saved_state(snap)))
+            .collect()
+    }
+
+    /// The drain: admission stops (see [`TickLoop::admitting`]), every player's state goes to
+    /// the checkpoint writer (ownership is kept, so that the next holder of the zone restores
+    /// them), and every client is told to reconnect through the lobby.
+    fn drain_now(&mut self) {
+        self.drain_done = true;
+        let batch = self.owned_states();
+        let players = batch.len();
+        if let Some(cp) = &self.setup.checkpoints
+            && !batch.is_empty()
+            && cp
+                .commands
+                .try_send(CheckpointCommand::Batch(batch))
+                .is_err()
+        {
+            ShardMetrics::add(&self.setup.metrics.checkpoints_dropped, players as u64);
+            warn!(players, "drain checkpoint not queued: the writer is behind");
+        }
+        let conns: Vec<ConnId> = self.clients.keys().copied().collect();
+        for conn in conns {
+            let Some(slot) = self.clients.remove(&conn) else {
+                continue;
+            };
+            self.by_player.remove(&slot.player);
+            ShardMetrics::inc(&self.setup.metrics.kicks);
+            let msg = ShardControlMsg::Kick(KickMsg {
+                reason: KickReason::Draining,
+                detail: "shard draining: reconnect through the lobby to resume".into(),
+            });
+            if slot.control.try_send(msg).is_err() {
+                slot.connection
+                    .close(close_code::KICKED.into(), b"shard draining");
+            }
+            // Not released: the checkpoint above keeps the player's place for the next
+            // holder of the zone.
+            if !self.outgoing.contains_key(&slot.player) {
+                self.inputs.leaves.push(slot.player);
+            }
+        }
+        for (player, _) in self.incoming.drain() {
+            self.inputs.leaves.push(player);
+        }
+        for (_, p) in self.pending.drain() {
+            p.connection
+                .close(close_code::SHUTDOWN.into(), b"shard draining");
+        }
+        for (_, p) in self.deferred_joins.drain(..) {
+            p.connection
+                .close(close_code::SHUTDOWN.into(), b"shard draining");
+        }
+        info!(
+            players,
+            "draining: players checkpointed, clients sent to the lobby"
+        );
+        let _ = self.setup.drained.set(players);
     }
 
     /// Neighbour notices to clients near a border (every few ticks) and this tick's ghost
@@ -630,6 +815,7 @@ impl TickLoop {
                     Incoming {
                         since: Instant::now(),
                         notice: Some(id),
+                        grace: None,
                     },
                 );
                 self.inputs.joins.push(arrival_join(player, &state));
@@ -697,6 +883,7 @@ impl TickLoop {
 
     /// Every player this shard holds, in what state (for audits).
     pub fn held_players(&self) -> Vec<HeldPlayer> {
+        let pos = |player| self.setup.sim.player_state(player).map(|s| s.pos);
         let mut held = Vec::new();
         for slot in self.clients.values() {
             let state = if self.outgoing.contains_key(&slot.player) {
@@ -707,24 +894,28 @@ impl TickLoop {
             held.push(HeldPlayer {
                 player: slot.player,
                 state,
+                pos: pos(slot.player),
             });
         }
         for player in self.pending.keys() {
             held.push(HeldPlayer {
                 player: *player,
                 state: HeldState::Joining,
+                pos: None,
             });
         }
         for (player, _) in &self.deferred_joins {
             held.push(HeldPlayer {
                 player: *player,
                 state: HeldState::Joining,
+                pos: None,
             });
         }
         for player in self.incoming.keys() {
             held.push(HeldPlayer {
                 player: *player,
                 state: HeldState::Incoming,
+                pos: pos(*player),
             });
         }
         for (player, o) in &self.outgoing {
@@ -733,6 +924,7 @@ impl TickLoop {
                 held.push(HeldPlayer {
                     player: *player,
                     state: HeldState::Outgoing,
+                    pos: pos(*player),
                 });
             }
         }
@@ -748,12 +940,7 @@ impl TickLoop {
         let Some(h) = &self.setup.handoff else {
             return;
         };
-        let state = self.setup.sim.player_state(player).map(|s| PlayerState {
-            pos: s.pos,
-            vel: s.vel,
-            score: s.score,
-            last_input: s.last_input.0,
-        });
+        let state = self.setup.sim.player_state(player).map(saved_state);
         if h.commands
             .try_send(HandoffCommand::Release { player, state })
             .is_err()
@@ -784,11 +971,19 @@ impl TickLoop {
                         arrival,
                     };
                     if !self.admitting() {
-                        // Claimed under a lease lost since: the client goes back to the lobby.
-                        let kick = ShardControlMsg::Kick(KickMsg {
-                            reason: KickReason::ZoneLost,
-                            detail: "this shard no longer serves the zone".into(),
-                        });
+                        // Claimed under a lease lost since (or the shard is draining): the
+                        // client goes back to the lobby.
+                        let kick = if self.drain_done {
+                            ShardControlMsg::Kick(KickMsg {
+                                reason: KickReason::Draining,
+                                detail: "shard draining: reconnect through the lobby".into(),
+                            })
+                        } else {
+                            ShardControlMsg::Kick(KickMsg {
+                                reason: KickReason::ZoneLost,
+                                detail: "this shard no longer serves the zone".into(),
+                            })
+                        };
                         if join.control.try_send(kick).is_err() {
                             join.connection
                                 .close(close_code::KICKED.into(), b"zone not served here");
@@ -819,13 +1014,15 @@ impl TickLoop {
         }
     }
 
-    /// Whether this shard admits players now: always when alone, while it holds its zone's
-    /// lease when part of a world.
+    /// Whether this shard admits players now: not once draining; otherwise always when
+    /// alone, while it holds its zone's lease when part of a world.
     fn admitting(&self) -> bool {
-        self.setup
-            .handoff
-            .as_ref()
-            .is_none_or(|h| h.lease.borrow().is_some())
+        !self.drain_done
+            && self
+                .setup
+                .handoff
+                .as_ref()
+                .is_none_or(|h| h.lease.borrow().is_some())
     }
 
     /// A client arrives for an entity that already exists (spawned from a notice).
@@ -1026,7 +1223,7 @@ impl TickLoop {
         let stale: Vec<PlayerId> = self
             .incoming
             .iter()
-            .filter(|(_, i)| now.duration_since(i.since) >= grace)
+            .filter(|(_, i)| now.duration_since(i.since) >= i.grace.unwrap_or(grace))
             .map(|(p, _)| *p)
             .collect();
         for player in stale {
@@ -1077,6 +1274,20 @@ impl TickLoop {
     }
 }
 
+/// `bytes` as a datagram carved out of `arena`, which gets a new block of
+/// [`SEND_ARENA_BLOCK`] bytes when the current one is used up (the block lives until every
+/// datagram carved out of it is sent).
+fn carve_datagram(arena: &mut bytes::BytesMut, bytes: &[u8]) -> Bytes {
+    if arena.capacity() < bytes.len() {
+        *arena = bytes::BytesMut::with_capacity(SEND_ARENA_BLOCK.max(bytes.len()));
+    }
+    arena.extend_from_slice(bytes);
+    arena.split().freeze()
+}
+
+/// Size of the blocks datagrams are carved out of: about a thousand snapshots.
+const SEND_ARENA_BLOCK: usize = 64 * 1024;
+
 /// Sends the welcome and builds the client's slot; `None` if the client's queue is gone.
 #[expect(
     clippy::too_many_arguments,
@@ -1120,6 +1331,16 @@ fn welcome(
         }),
         notified: vec![0; neighbours],
     })
+}
+
+/// What is saved of a player.
+fn saved_state(s: crate::sim::PlayerSnapshot) -> PlayerState {
+    PlayerState {
+        pos: s.pos,
+        vel: s.vel,
+        score: s.score,
+        last_input: s.last_input.0,
+    }
 }
 
 /// The simulation join of a player arriving with its saved state.

@@ -12,7 +12,7 @@ use meridian_cluster::Store;
 use meridian_cluster::audit::HeldState;
 use meridian_cluster::ownership::{HandoffNotice, PlayerState, TransferOutcome};
 use meridian_cluster::store::StoreHandle;
-use meridian_cluster::testing::RedisServer;
+use meridian_cluster::testing::{RedisCluster, RedisServer};
 use meridian_protocol::PlayerId;
 use meridian_protocol::handshake::RejectReason;
 use meridian_protocol::quic::QuicConfig;
@@ -100,17 +100,35 @@ async fn held(shard: &ShardHandle, player: u64) -> Option<HeldState> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn player_walks_across_and_back() {
     let p = pair().await;
+    walk_across_and_back(&p.store, &p.a, &p.b).await;
+    drop(p.redis);
+}
+
+/// The same walk with the shared state on a 3-master Redis Cluster (`--redis` given a list of
+/// node URLs): the transfer scripts, the inbox streams and the ghost channels work across its
+/// nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_walks_across_and_back_on_a_redis_cluster() {
+    let redis = RedisCluster::start().await.expect("a Redis Cluster starts");
+    let c = Cluster::start_on(&redis.url()).await;
+    let a = c.shard("a", handoff_config(), None).await;
+    let b = c.shard("b", handoff_config(), None).await;
+    walk_across_and_back(&c.store, &a, &b).await;
+    drop(redis);
+}
+
+async fn walk_across_and_back(store: &StoreHandle, a: &ShardHandle, b: &ShardHandle) {
     let ep = endpoint();
     let player = 4242;
-    let mut s = join(&ep, &p.a, player).await;
-    assert_eq!(s.welcome().shard, p.a.shard);
-    let owner = p.store.get_ownership(PlayerId(player)).await.expect("read");
+    let mut s = join(&ep, a, player).await;
+    assert_eq!(s.welcome().shard, a.shard);
+    let owner = store.get_ownership(PlayerId(player)).await.expect("read");
     let owner = owner.expect("claimed at join");
-    assert_eq!(owner.owner, Some(p.a.shard.clone()));
-    assert_eq!(owner.epoch, p.a.lease().expect("lease").epoch);
+    assert_eq!(owner.owner, Some(a.shard.clone()));
+    assert_eq!(owner.epoch, a.lease().expect("lease").epoch);
 
     let east = walk(&mut s, 0.0, Duration::from_secs(30), |s| {
-        s.welcome().shard == p.b.shard
+        s.welcome().shard == b.shard
     })
     .await;
     assert!(east, "the session moved to shard b (at {:?})", pos(&s));
@@ -126,21 +144,20 @@ async fn player_walks_across_and_back() {
     })
     .await;
     assert!(arrived, "b's snapshots show the player in b: {:?}", pos(&s));
-    let rec = p
-        .store
+    let rec = store
         .get_ownership(PlayerId(player))
         .await
         .expect("read")
         .expect("record");
-    assert_eq!(rec.owner, Some(p.b.shard.clone()));
-    assert_eq!(rec.zone, Some(p.b.zone.clone()));
+    assert_eq!(rec.owner, Some(b.shard.clone()));
+    assert_eq!(rec.zone, Some(b.zone.clone()));
     assert_eq!(
         rec.epoch,
-        p.b.lease().expect("lease").epoch,
+        b.lease().expect("lease").epoch,
         "b accepted the transfer"
     );
-    assert_eq!(held(&p.b, player).await, Some(HeldState::Active));
-    assert_eq!(held(&p.a, player).await, None, "a let the player go");
+    assert_eq!(held(b, player).await, Some(HeldState::Active));
+    assert_eq!(held(a, player).await, None, "a let the player go");
 
     let mut handed = false;
     while let Some(ev) = s.try_event() {
@@ -148,7 +165,7 @@ async fn player_walks_across_and_back() {
             from, to, blackout, ..
         } = ev
         {
-            assert_eq!((from, to), (p.a.shard.clone(), p.b.shard.clone()));
+            assert_eq!((from, to), (a.shard.clone(), b.shard.clone()));
             assert!(blackout < Duration::from_secs(2), "blackout {blackout:?}");
             handed = true;
         }
@@ -156,17 +173,16 @@ async fn player_walks_across_and_back() {
     assert!(handed, "the game was told of the handoff");
 
     let west = walk(&mut s, std::f32::consts::PI, Duration::from_secs(30), |s| {
-        s.welcome().shard == p.a.shard
+        s.welcome().shard == a.shard
     })
     .await;
     assert!(west, "back on a (at {:?})", pos(&s));
-    let rec = p
-        .store
+    let rec = store
         .get_ownership(PlayerId(player))
         .await
         .expect("read")
         .expect("record");
-    assert_eq!(rec.owner, Some(p.a.shard.clone()));
+    assert_eq!(rec.owner, Some(a.shard.clone()));
     assert!(
         rec.seq >= 3,
         "join, transfer, transfer back: seq {}",
@@ -176,10 +192,9 @@ async fn player_walks_across_and_back() {
     // Leaving releases ownership (state kept).
     let released = wait_until(Duration::from_secs(5), || true).await;
     assert!(released);
-    let mut owner = Some(p.a.shard.clone());
+    let mut owner = Some(a.shard.clone());
     for _ in 0..50 {
-        owner = p
-            .store
+        owner = store
             .get_ownership(PlayerId(player))
             .await
             .expect("read")
@@ -190,7 +205,6 @@ async fn player_walks_across_and_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(owner, None, "released when the player left");
-    drop(p.redis);
 }
 
 /// A forged handoff ticket, a genuine one for a player nobody hands over, and a replayed one

@@ -721,7 +721,9 @@ fn ended(s: &mut ShardSession) -> Option<String> {
             }
             SessionEvent::Score { .. }
             | SessionEvent::Chat { .. }
-            | SessionEvent::HandedOff { .. } => {}
+            | SessionEvent::HandedOff { .. }
+            | SessionEvent::Disconnected { .. }
+            | SessionEvent::Reconnected { .. } => {}
         }
     }
     why

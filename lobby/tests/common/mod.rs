@@ -12,6 +12,7 @@ use meridian_client::lobby::{self as client_lobby, LobbyJoin, LobbyJoinError};
 use meridian_client::session::{ShardSession, client_endpoint, connect_pinned};
 use meridian_cluster::registry::{Registry, RegistryConfig};
 use meridian_cluster::store::{Store as _, StoreConfig, StoreHandle};
+use meridian_cluster::world::WorldMap;
 use meridian_lobby::service::{self, LobbyHandle, LobbyTuning};
 use meridian_protocol::ShardId;
 use meridian_protocol::frame::DEFAULT_MAX_FRAME;
@@ -21,10 +22,12 @@ use meridian_protocol::quic::{CertificateMaterial, QuicConfig, close_code};
 use meridian_protocol::stream;
 use meridian_protocol::ticket::TicketKey;
 use meridian_shard::config::ShardConfig;
+use meridian_shard::handoff::{ClusterLink, HandoffConfig};
 use meridian_shard::server::{self as shard, ShardHandle, ShardTuning};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -96,6 +99,73 @@ pub async fn start_shard(
         .with_context(|| format!("starting shard {id} ({region})"))
 }
 
+/// Two zones side by side, `a` (x 0..200) and `b` (x 200..400), for shards that hold zone
+/// leases and own their players in shared state.
+pub const PAIR_MAP: &str = r#"
+name = "pair"
+regions = ["here"]
+
+[[zone]]
+name = "a"
+bounds = [0, 0, 200, 200]
+region = "here"
+spawn = [[100, 100]]
+
+[[zone]]
+name = "b"
+bounds = [200, 0, 400, 200]
+region = "here"
+spawn = [[300, 100]]
+"#;
+
+/// The world of [`PAIR_MAP`].
+pub fn pair_map() -> anyhow::Result<Arc<WorldMap>> {
+    Ok(Arc::new(
+        WorldMap::parse(PAIR_MAP, "pair.toml").context("parsing the pair map")?,
+    ))
+}
+
+/// Starts shard `id` in the world of [`PAIR_MAP`] on `registry`: serving `zone` (it takes the
+/// zone's lease first, refused while another shard holds it), or, with `standby` (the URL of
+/// the Redis server `registry` is on: a standby's configuration needs one), waiting until
+/// `zone`'s lease is free and then taking the zone over (this call returns only then).
+pub async fn start_zone_shard(
+    id: &str,
+    zone: &str,
+    registry: &Registry,
+    standby: Option<&str>,
+) -> anyhow::Result<ShardHandle> {
+    let map = pair_map()?;
+    let bounds = map
+        .zone(&meridian_protocol::ZoneId::new(zone).context("zone id")?)
+        .with_context(|| format!("zone {zone} is not in the pair map"))?
+        .bounds_string();
+    let cfg = ShardConfig {
+        id: id.to_owned(),
+        zone: zone.to_owned(),
+        listen: loopback(),
+        zone_bounds: bounds,
+        npcs: NPCS,
+        ticket_key: Some(KEY_HEX.to_owned()),
+        dev_cert: true,
+        region: "here".to_owned(),
+        standby_for: standby.map(|_| zone.to_owned()),
+        redis: standby.map(str::to_owned),
+        ..ShardConfig::default()
+    };
+    let mut tuning =
+        ShardTuning::from_config(&cfg).with_context(|| format!("tuning of shard {id}"))?;
+    tuning.sim.npcs = NPCS;
+    let link = ClusterLink {
+        registry: registry.clone(),
+        world: map,
+        handoff: HandoffConfig::default(),
+    };
+    shard::start_in_world(&cfg, tuning, link)
+        .await
+        .with_context(|| format!("starting shard {id} on zone {zone}"))
+}
+
 /// Polls `f` every [`POLL_EVERY`] until it returns `Some`, for at most `timeout`; the error
 /// names `what` was awaited.
 pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
@@ -146,6 +216,29 @@ impl World {
         for (id, region) in shards {
             handles.push(start_shard(id, region, Some(registry.clone())).await?);
         }
+        Self::assemble(store, registry, handles, lobby_reaches_store).await
+    }
+
+    /// Starts shards `(id, zone)` in the world of [`PAIR_MAP`] on `store` (each takes its
+    /// zone's lease and owns the players it admits) and a lobby that reaches the store. Returns
+    /// once every shard is listed live.
+    pub async fn start_zones(store: StoreHandle, shards: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let registry = Registry::new(store.clone(), RegistryConfig::default())
+            .context("registry with default timing")?;
+        let mut handles = Vec::new();
+        for (id, zone) in shards {
+            handles.push(start_zone_shard(id, zone, &registry, None).await?);
+        }
+        Self::assemble(store, registry, handles, true).await
+    }
+
+    /// The lobby and the client endpoint beside shards already started.
+    async fn assemble(
+        store: StoreHandle,
+        registry: Registry,
+        handles: Vec<ShardHandle>,
+        lobby_reaches_store: bool,
+    ) -> anyhow::Result<Self> {
         let cert = CertificateMaterial::generate_dev(&["localhost", "lobby"])
             .context("lobby dev certificate")?;
         let (store_tx, store_rx) = watch::channel(lobby_reaches_store.then(|| store.clone()));

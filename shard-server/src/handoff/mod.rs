@@ -28,6 +28,7 @@
 //! Files: [`worker`] (effects: transfers, releases, acks, the lease keeper, the inbox reader, the
 //! neighbour watcher), [`ghosts`] (the batch format and its collection from the world view).
 
+pub mod checkpoint;
 pub mod ghosts;
 pub mod worker;
 
@@ -48,6 +49,9 @@ pub const HANDED_OFF_GRACE: Duration = Duration::from_secs(5);
 pub const ARRIVAL_GRACE: Duration = Duration::from_secs(10);
 /// Lifetime of a handoff ticket.
 pub const HANDOFF_TICKET_TTL: Duration = Duration::from_secs(15);
+/// How long a player restored from its checkpoint (after a failover or a drain) waits for its
+/// client before it is saved and released.
+pub const RESUME_GRACE: Duration = Duration::from_secs(30);
 
 /// Settings of the handoff machinery.
 #[derive(Clone, Debug)]
@@ -63,6 +67,11 @@ pub struct HandoffConfig {
     pub arrival_grace: Duration,
     /// How often the neighbours' owners are looked up.
     pub neighbour_refresh: Duration,
+    /// How long a player restored from its checkpoint waits for its client.
+    pub resume_grace: Duration,
+    /// Most player states queued for checkpointing while shared state is out of reach (the
+    /// interval is the shard's `checkpoint_ms`).
+    pub checkpoint_queue: usize,
 }
 
 impl Default for HandoffConfig {
@@ -73,6 +82,8 @@ impl Default for HandoffConfig {
             handed_off_grace: HANDED_OFF_GRACE,
             arrival_grace: ARRIVAL_GRACE,
             neighbour_refresh: Duration::from_millis(500),
+            resume_grace: RESUME_GRACE,
+            checkpoint_queue: checkpoint::DEFAULT_MAX_QUEUED,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::metrics::ShardMetrics;
 use crate::sim::GhostUpdate;
 use meridian_cluster::Store;
 use meridian_cluster::error::StoreError;
+use meridian_cluster::metrics::StoreOp;
 use meridian_cluster::ownership::{
     AcceptOutcome, AcquireOutcome, ClaimOutcome, HandoffNotice, Lease, PlayerState, TransferOutcome,
 };
@@ -24,6 +25,7 @@ use meridian_cluster::store::StoreHandle;
 use meridian_protocol::control::{HandoffMsg, ShardControlMsg};
 use meridian_protocol::ticket::{TicketClaims, TicketKey, TicketKind, random_nonce};
 use meridian_protocol::{PlayerId, ShardId, Tick, ZoneId};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -66,6 +68,10 @@ pub struct WorkerSetup {
     pub metrics: Arc<ShardMetrics>,
     /// Turns true at shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// While true the lease keeper does nothing: set by a drain before it releases the lease
+    /// (so that the keeper does not take it back), and by chaos tests to simulate a stalled
+    /// process.
+    pub lease_paused: Arc<AtomicBool>,
 }
 
 /// Shared between the worker's tasks.
@@ -81,6 +87,7 @@ struct Shared {
     owners: Mutex<Vec<Option<NeighbourInfo>>>,
     events: mpsc::Sender<HandoffEvent>,
     metrics: Arc<ShardMetrics>,
+    lease_paused: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -105,6 +112,7 @@ pub fn spawn(setup: WorkerSetup) -> Vec<JoinHandle<()>> {
         ghosts_in,
         metrics,
         shutdown,
+        lease_paused,
     } = setup;
     let shared = Arc::new(Shared {
         owners: Mutex::new(vec![None; neighbours.len()]),
@@ -117,6 +125,7 @@ pub fn spawn(setup: WorkerSetup) -> Vec<JoinHandle<()>> {
         neighbours,
         events,
         metrics,
+        lease_paused,
     });
     let span = info_span!("handoff", shard = %shared.shard, zone = %shared.zone);
     vec![
@@ -243,11 +252,18 @@ async fn transfer(
     let Some(target) = target.filter(|t| t.zone == to_zone) else {
         return fail(shared, player, format!("zone {to_zone} has no live owner")).await;
     };
-    let span = info_span!("handoff", %player, from = %shared.shard, to = %target.shard);
+    let span = info_span!("handoff", %player, from = %shared.shard, to = %target.shard, seq = tracing::field::Empty);
+    let transfer_started = Instant::now();
     async {
         let seq = match shared
-            .store
-            .transfer_player(player, &lease, &target.shard, &to_zone, &state)
+            .metrics
+            .store_ops
+            .time(
+                StoreOp::TransferPlayer,
+                shared
+                    .store
+                    .transfer_player(player, &lease, &target.shard, &to_zone, &state),
+            )
             .await
         {
             Ok(TransferOutcome::Transferred { seq }) => seq,
@@ -278,6 +294,7 @@ async fn transfer(
             }
         };
         ShardMetrics::inc(&shared.metrics.handoffs_out);
+        tracing::Span::current().record("seq", seq);
         info!(seq, "ownership moved");
         let msg = HandoffMsg {
             ticket,
@@ -297,6 +314,10 @@ async fn transfer(
                 delivered,
             })
             .await;
+        shared
+            .metrics
+            .handoff_transfer
+            .observe(transfer_started.elapsed());
         let notice = HandoffNotice {
             player,
             seq,
@@ -307,7 +328,15 @@ async fn transfer(
         };
         let started = Instant::now();
         loop {
-            match shared.store.send_handoff(&target.shard, &notice).await {
+            match shared
+                .metrics
+                .store_ops
+                .time(
+                    StoreOp::SendHandoff,
+                    shared.store.send_handoff(&target.shard, &notice),
+                )
+                .await
+            {
                 Ok(()) => break,
                 Err(e) if started.elapsed() < NOTICE_RETRY_FOR => {
                     debug!(error = %e, "notice not sent; retrying");
@@ -342,7 +371,12 @@ async fn resolve(
     }
     warn!(%error, "transfer outcome unknown; reading the record");
     loop {
-        match shared.store.get_ownership(player).await {
+        match shared
+            .metrics
+            .store_ops
+            .time(StoreOp::GetOwnership, shared.store.get_ownership(player))
+            .await
+        {
             Ok(Some(rec)) => {
                 let moved =
                     rec.owner.as_ref() == Some(to) && rec.from.as_ref() == Some(&lease.owner);
@@ -365,8 +399,12 @@ async fn release(shared: &Shared, player: PlayerId, state: Option<PlayerState>) 
     };
     for attempt in 0..5 {
         match shared
-            .store
-            .release_player(player, &lease, state.as_ref())
+            .metrics
+            .store_ops
+            .time(
+                StoreOp::ReleasePlayer,
+                shared.store.release_player(player, &lease, state.as_ref()),
+            )
             .await
         {
             Ok(true) => {
@@ -395,7 +433,15 @@ async fn reclaim(shared: &Shared, players: Vec<PlayerId>) {
     };
     let mut claimed = 0usize;
     for player in &players {
-        match shared.store.claim_player(*player, &lease).await {
+        match shared
+            .metrics
+            .store_ops
+            .time(
+                StoreOp::ClaimPlayer,
+                shared.store.claim_player(*player, &lease),
+            )
+            .await
+        {
             Ok(ClaimOutcome::Claimed { .. }) => claimed += 1,
             Ok(ClaimOutcome::Stale { epoch }) => {
                 ShardMetrics::inc(&shared.metrics.ownership_errors);
@@ -423,9 +469,21 @@ async fn keep_lease(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let body = async {
         loop {
             tokio::time::sleep(every).await;
+            if shared.lease_paused.load(Ordering::Relaxed) {
+                continue;
+            }
             let current = shared.lease();
+            shared
+                .metrics
+                .lease_held
+                .store(u64::from(current.is_some()), Ordering::Relaxed);
             let held = match &current {
-                Some(lease) => match shared.store.renew_lease(lease, ttl).await {
+                Some(lease) => match shared
+                    .metrics
+                    .store_ops
+                    .time(StoreOp::RenewLease, shared.store.renew_lease(lease, ttl))
+                    .await
+                {
                     Ok(held) => held,
                     Err(e) => {
                         // Out of reach: nobody else can take the lease meanwhile (it lives in
@@ -440,18 +498,24 @@ async fn keep_lease(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
                 continue;
             }
             match shared
-                .store
-                .acquire_lease(&shared.zone, &shared.shard, ttl)
+                .metrics
+                .store_ops
+                .time(
+                    StoreOp::AcquireLease,
+                    shared.store.acquire_lease(&shared.zone, &shared.shard, ttl),
+                )
                 .await
             {
                 Ok(AcquireOutcome::Acquired(lease)) => {
                     info!(epoch = lease.epoch, "zone lease taken again");
                     shared.lease.send_replace(Some(lease.clone()));
+                    shared.metrics.lease_held.store(1, Ordering::Relaxed);
                     lost_reported = false;
                     let _ = shared.events.send(HandoffEvent::LeaseRegained(lease)).await;
                 }
                 Ok(AcquireOutcome::Held(holder)) => {
                     shared.lease.send_replace(None);
+                    shared.metrics.lease_held.store(0, Ordering::Relaxed);
                     if !lost_reported {
                         lost_reported = true;
                         ShardMetrics::inc(&shared.metrics.lease_lost);
@@ -493,12 +557,19 @@ async fn read_inbox(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
             };
             for entry in entries {
                 let notice = entry.notice;
-                match shared
-                    .store
-                    .accept_player(notice.player, &lease, Some(notice.seq))
+                let span = info_span!("handoff", player = %notice.player, from = %notice.from, to = %shared.shard, seq = notice.seq);
+                let (shared, lease) = (&shared, &lease);
+                async move { match shared
+                    .metrics
+                    .store_ops
+                    .time(
+                        StoreOp::AcceptPlayer,
+                        shared.store.accept_player(notice.player, lease, Some(notice.seq)),
+                    )
                     .await
                 {
                     Ok(AcceptOutcome::Accepted { state, .. }) => {
+                        info!("handoff notice accepted");
                         let state = state.unwrap_or(notice.state);
                         let _ = shared
                             .events
@@ -518,7 +589,9 @@ async fn read_inbox(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
                         // Not acknowledged: delivered again later.
                         debug!(error = %e, player = %notice.player, "notice not accepted yet");
                     }
-                }
+                } }
+                .instrument(span)
+                .await;
             }
         }
     };
@@ -601,7 +674,15 @@ async fn publish_ghosts(
             let Some(zone) = shared.neighbours.get(usize::from(neighbour)) else {
                 continue;
             };
-            match shared.store.publish_ghosts(zone, &batch).await {
+            match shared
+                .metrics
+                .store_ops
+                .time(
+                    StoreOp::PublishGhosts,
+                    shared.store.publish_ghosts(zone, &batch),
+                )
+                .await
+            {
                 Ok(()) => ShardMetrics::inc(&shared.metrics.ghost_batches_out),
                 Err(e) => {
                     if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {

@@ -15,6 +15,7 @@ use crate::metrics::ShardMetrics;
 use admission::NonceCache;
 use bytes::Bytes;
 use meridian_cluster::Store;
+use meridian_cluster::metrics::StoreOp;
 use meridian_cluster::ownership::{AcceptOutcome, ClaimOutcome, Lease, PlayerState};
 use meridian_cluster::store::StoreHandle;
 use meridian_protocol::codec;
@@ -70,13 +71,17 @@ pub enum SessionEvent {
     },
 }
 
-/// A player arriving by handoff, accepted in shared state by the connection task.
+/// A player arriving with a saved state, taken over in shared state by the connection task:
+/// by handoff (accepted transfer), or resuming in its zone after its shard died or drained
+/// (claimed, restored from its checkpoint).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arrival {
-    /// The transfer sequence accepted.
+    /// The transfer sequence accepted or claimed.
     pub seq: u64,
-    /// The state the previous owner wrote at the border.
+    /// The state the previous owner wrote (at the border, or its last checkpoint).
     pub state: PlayerState,
+    /// A resume (join ticket, restored from a checkpoint), not a handoff.
+    pub resumed: bool,
 }
 
 /// What connection tasks need of shared state: the store and the zone lease their ownership
@@ -147,6 +152,8 @@ pub struct NetShared {
     /// Shared state, when the shard is part of a multi-zone world: joins claim ownership,
     /// handoff arrivals accept it. Without it the shard admits join tickets alone.
     pub cluster: Option<NetCluster>,
+    /// Set when the shard drains: hellos are refused (the client goes back to the lobby).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Milliseconds since the Unix epoch (ticket expiry is wall-clock time shared with the lobby).
@@ -397,7 +404,19 @@ async fn read_hello(
         .map_err(bad_ticket)?;
     let player = claims.player;
     let nonce = claims.nonce;
-    let admitted = admit_in_world(shared, player, kind).await;
+    let admitted = if shared.draining.load(Ordering::Relaxed) {
+        Err(RejectMsg {
+            reason: RejectReason::Unavailable {
+                retry_after_ms: 1_000,
+            },
+            detail: format!(
+                "shard {} is draining: ask the lobby for another",
+                shared.shard
+            ),
+        })
+    } else {
+        admit_in_world(shared, player, kind).await
+    };
     if let Err(RejectMsg {
         reason: RejectReason::Unavailable { .. },
         ..
@@ -444,11 +463,26 @@ async fn admit_in_world(
         )));
     };
     if kind == TicketKind::Handoff {
-        return match cluster.store.accept_player(player, &lease, None).await {
+        return match shared
+            .metrics
+            .store_ops
+            .time(
+                StoreOp::AcceptPlayer,
+                cluster.store.accept_player(player, &lease, None),
+            )
+            .await
+        {
             Ok(AcceptOutcome::Accepted {
                 seq,
                 state: Some(state),
-            }) => Ok((player, Some(Arrival { seq, state }))),
+            }) => Ok((
+                player,
+                Some(Arrival {
+                    seq,
+                    state,
+                    resumed: false,
+                }),
+            )),
             Ok(AcceptOutcome::Accepted { state: None, .. }) => Err(unavailable(format!(
                 "player {player}: the transfer wrote no state"
             ))),
@@ -465,7 +499,38 @@ async fn admit_in_world(
             Err(e) => Err(unavailable(format!("shared state: {e}"))),
         };
     }
-    match cluster.store.claim_player(player, &lease).await {
+    // A player whose record still has an owner in this zone (its shard died or drained, or
+    // this shard holds it already) resumes at its last checkpoint; anyone else spawns anew.
+    let resume = match shared
+        .metrics
+        .store_ops
+        .time(StoreOp::GetOwnership, cluster.store.get_ownership(player))
+        .await
+    {
+        Ok(Some(rec)) => rec.owner.is_some() && rec.zone.as_ref() == Some(&lease.zone),
+        Ok(None) => false,
+        Err(e) => return Err(unavailable(format!("shared state: {e}"))),
+    };
+    match shared
+        .metrics
+        .store_ops
+        .time(
+            StoreOp::ClaimPlayer,
+            cluster.store.claim_player(player, &lease),
+        )
+        .await
+    {
+        Ok(ClaimOutcome::Claimed {
+            seq,
+            state: Some(state),
+        }) if resume => Ok((
+            player,
+            Some(Arrival {
+                seq,
+                state,
+                resumed: true,
+            }),
+        )),
         Ok(ClaimOutcome::Claimed { .. }) => Ok((player, None)),
         Ok(ClaimOutcome::Stale { epoch }) => Err(unavailable(format!(
             "zone lease epoch {} is older than the player's record ({epoch})",

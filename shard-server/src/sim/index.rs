@@ -17,7 +17,7 @@ type ViewRow = (
     Option<&'static Player>,
 );
 
-/// Refills the view in storage order (entity `i` is grid item `i`) and rebuilds its grid.
+/// Refills the view in storage order (entity `i` is grid item `i`) and refreshes its grid.
 /// Walks whole table columns, so that each table is one tight copy loop.
 pub(crate) fn rebuild_index(
     tick: Res<CurrentTick>,
@@ -33,6 +33,8 @@ pub(crate) fn rebuild_index(
     } = &mut view.0;
     *view_tick = tick.0;
     out.clear();
+    // The grid's positions are copied column by column below, beside the view.
+    let grid_positions = grid.begin_refresh();
     players.clear();
     let blank = PlayerView {
         player: PlayerId(0),
@@ -45,6 +47,7 @@ pub(crate) fn rebuild_index(
         .expect("invariant: view components are table-stored, so the query is dense");
     for (reps, positions, vels, headings, table_players) in tables {
         let first = out.len();
+        grid_positions.extend(positions.iter().map(|p| p.0));
         match (vels, headings) {
             (Some(vels), Some(headings)) => {
                 let rows = reps.iter().zip(positions).zip(vels).zip(headings);
@@ -85,5 +88,5 @@ pub(crate) fn rebuild_index(
             }
         }
     }
-    grid.rebuild(out.iter().map(|e| e.pos));
+    grid.finish_refresh();
 }

@@ -135,7 +135,9 @@ pub async fn next_kick(
                 Some(
                     SessionEvent::Score { .. }
                     | SessionEvent::Chat { .. }
-                    | SessionEvent::HandedOff { .. },
+                    | SessionEvent::HandedOff { .. }
+                    | SessionEvent::Disconnected { .. }
+                    | SessionEvent::Reconnected { .. },
                 ) => continue,
                 Some(SessionEvent::Closed(_) | SessionEvent::HandoffFailed { .. }) | None => {
                     return None;

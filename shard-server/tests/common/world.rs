@@ -1,5 +1,5 @@
-//! The two-zone world of the handoff tests: a redis-server, a registry, the map, and shards
-//! started in it.
+//! The two-zone world of the handoff tests: a redis-server (or a Redis Cluster), a registry,
+//! the map, and shards started in it.
 
 use super::KEY_HEX;
 use meridian_cluster::registry::{Registry, RegistryConfig};
@@ -44,19 +44,23 @@ impl Cluster {
     /// A fresh redis-server and the world of [`MAP`] on it.
     pub async fn start() -> (RedisServer, Self) {
         let redis = RedisServer::start().await.expect("redis-server starts");
-        let store = StoreHandle::open(&redis.url(), &StoreConfig::default())
+        let cluster = Self::start_on(&redis.url()).await;
+        (redis, cluster)
+    }
+
+    /// The world of [`MAP`] on the store at `url`: one Redis, or a Redis Cluster's comma
+    /// separated node URLs (`RedisCluster::url`).
+    pub async fn start_on(url: &str) -> Self {
+        let store = StoreHandle::open(url, &StoreConfig::default())
             .await
             .expect("store");
         let registry = Registry::new(store.clone(), RegistryConfig::default()).expect("registry");
         let world = Arc::new(WorldMap::parse(MAP, "pair.toml").expect("map"));
-        (
-            redis,
-            Self {
-                store,
-                registry,
-                world,
-            },
-        )
+        Self {
+            store,
+            registry,
+            world,
+        }
     }
 
     /// Starts `shard-<zone>` on `zone`, with an admin endpoint; `max_speed` of players, if
