@@ -13,6 +13,7 @@
 use meridian_cluster::audit::{AuditReport, ShardPlayers, ShardSource, run_audit};
 use meridian_cluster::config::{AuditConfig, redact_redis_url};
 use meridian_cluster::{LiveShard, RedisStore, StoreConfig, StoreError};
+use meridian_lobby::map::{admin_url, error_chain};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
@@ -230,41 +231,7 @@ impl ShardSource for HttpShardSource {
 /// `http://<addr>/players`, if `addr` is a bare `host:port` (it comes from shared state, so it
 /// may hold anything).
 fn players_url(addr: &str) -> Result<String, String> {
-    let bad = || {
-        format!(
-            "bad admin_addr `{}` in its registry record",
-            addr.escape_debug()
-        )
-    };
-    let is_bare = !addr.is_empty()
-        && addr.len() <= 255
-        && addr
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'));
-    if !is_bare {
-        return Err(bad());
-    }
-    let url = format!("http://{addr}/players");
-    let parsed = reqwest::Url::parse(&url).map_err(|_| bad())?;
-    if parsed.host().is_none() || parsed.port_or_known_default().is_none() {
-        return Err(bad());
-    }
-    Ok(url)
-}
-
-/// An error and its sources, `: `-separated (reqwest's own message is terse).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    admin_url(addr, "/players")
 }
 
 #[cfg(test)]

@@ -4,6 +4,10 @@
 //! as Prometheus text (format 0.0.4) by the strict parser below, then checked for names,
 //! types and labels.
 
+#[path = "common/lines.rs"]
+mod lines;
+
+use lines::forward_lines;
 use meridian_cluster::Store;
 use meridian_cluster::store::{StoreConfig, StoreHandle};
 use meridian_cluster::testing::RedisServer;
@@ -383,14 +387,7 @@ impl Dev {
             .spawn()
             .expect("meridian dev starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = forward_lines(stdout);
         Dev {
             _child: Guard(child),
             lines,

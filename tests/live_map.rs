@@ -4,6 +4,10 @@
 //!
 //! Chromium is Debian's `chromium` package (`scripts/test.sh` installs it when missing).
 
+#[path = "common/lines.rs"]
+mod lines;
+
+use lines::forward_lines;
 use meridian_cluster::testing::RedisServer;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -76,14 +80,7 @@ impl Dev {
             .spawn()
             .expect("meridian dev starts");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = forward_lines(stdout);
         Dev {
             child,
             lines,

@@ -7,9 +7,13 @@
 //! read as it comes; every wait is bounded; every child is killed when the test ends, passing or
 //! not.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "common/lines.rs"]
+mod lines;
+
+use lines::forward_lines;
+use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -130,15 +134,7 @@ impl Shard {
         .stderr(Stdio::piped());
         let mut process = ChildGuard::spawn(&mut cmd, "the shard");
         let stderr = process.child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = forward_lines(stderr);
         let mut shard = Self {
             process,
             lines,

@@ -639,8 +639,8 @@ pub fn admin_url(addr: &str, path: &str) -> Result<String, String> {
     Ok(url)
 }
 
-/// An error and its sources, `: `-separated.
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error and its sources, `: `-separated (reqwest's own message is terse).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -3,10 +3,10 @@
 //! hears of it; while Redis is down the shard keeps ticking and its checkpoint queue grows,
 //! bounded, then flushes when Redis is back.
 
-mod fault;
+mod common;
 
-use fault::world::*;
-use fault::*;
+use common::world::*;
+use common::*;
 use meridian_client::session::SessionEvent;
 use meridian_cluster::Store;
 use meridian_cluster::ownership::{Lease, PlayerState};

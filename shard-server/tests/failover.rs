@@ -4,10 +4,10 @@
 //! owner (stalled while its lease expired) can write nothing and stops serving; a drain hands
 //! the zone to the standby at once; `POST /drain` wants the admin token.
 
-mod fault;
+mod common;
 
-use fault::world::*;
-use fault::*;
+use common::world::*;
+use common::*;
 use meridian_client::session::ShardSession;
 use meridian_cluster::Store;
 use meridian_cluster::audit::HeldState;

@@ -108,6 +108,16 @@ pub async fn join(ep: &quinn::Endpoint, shard: &ShardHandle, player: u64) -> Sha
     .expect("session")
 }
 
+/// Joins `shard` as `player` with a fresh join ticket, on an endpoint of its own.
+pub async fn join_as(shard: &ShardHandle, player: u64) -> ShardSession {
+    join(&endpoint(), shard, player).await
+}
+
+/// Distance between two points.
+pub fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+}
+
 /// Polls `f` every 34 ms (a little under the 30 Hz tick rate, so a test that sends one input
 /// per poll is not an input flood) until it returns true or `timeout` passes.
 pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
