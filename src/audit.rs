@@ -13,19 +13,13 @@
 use meridian_cluster::audit::{AuditReport, ShardPlayers, ShardSource, run_audit};
 use meridian_cluster::config::{AuditConfig, redact_redis_url};
 use meridian_cluster::{LiveShard, RedisStore, StoreConfig, StoreError};
-use meridian_lobby::map::{admin_url, error_chain};
+use meridian_lobby::map::{admin_url, get_body};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
 
 /// Longest a shard's admin endpoint may take to answer `GET /players`, body included.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Largest `GET /players` answer read, bytes (a shard of 100 000 players answers about 4 MB).
-pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
-
-/// Longest part of an error answer's body quoted in the report, characters.
-const QUOTED_BODY_CHARS: usize = 200;
 
 /// Why `meridian audit` did not end clean.
 #[derive(Debug, thiserror::Error)]
@@ -170,37 +164,9 @@ impl HttpShardSource {
         Self { client }
     }
 
-    /// The answer of `url`, within [`ADMIN_TIMEOUT`] and [`MAX_ANSWER_BYTES`].
+    /// The answer of `url`, within [`ADMIN_TIMEOUT`] and [`meridian_lobby::map::MAX_ANSWER_BYTES`].
     async fn fetch(&self, url: &str) -> Result<ShardPlayers, String> {
-        let mut response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("GET {url}: reading the answer: {}", error_chain(&e)))?
-        {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(format!(
-                    "GET {url}: answer larger than {MAX_ANSWER_BYTES} bytes"
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body);
-            let quoted: String = text
-                .chars()
-                .take(QUOTED_BODY_CHARS)
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            return Err(format!("GET {url}: HTTP {status}: {}", quoted.trim()));
-        }
+        let body = get_body(&self.client, url, ADMIN_TIMEOUT).await?;
         let answer: ShardPlayers = serde_json::from_slice(&body)
             .map_err(|e| format!("GET {url}: not a players list: {e}"))?;
         answer

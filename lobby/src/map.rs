@@ -54,7 +54,7 @@ pub const HANDOFF_SHOWN: Duration = Duration::from_secs(2);
 pub const FORGET_AFTER: Duration = Duration::from_secs(10);
 
 /// Largest admin answer read, bytes.
-const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
 /// Longest part of an error answer's body quoted, characters.
 const QUOTED_BODY_CHARS: usize = 120;
@@ -574,6 +574,17 @@ async fn poll_shard(client: &reqwest::Client, live: LiveShard) -> ShardPoll {
 
 /// The body of a `200` answer to `GET url`, within [`SHARD_TIMEOUT`] and [`MAX_ANSWER_BYTES`].
 async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    get_body(client, url, SHARD_TIMEOUT).await
+}
+
+/// The body of a `200` answer to `GET url` on an admin endpoint, within `timeout` and
+/// [`MAX_ANSWER_BYTES`]; any other answer is an error quoting the start of its body. Shared by
+/// the map and `meridian audit`.
+pub async fn get_body(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, String> {
     let read = async {
         let mut response = client
             .get(url)
@@ -605,11 +616,11 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
         }
         Ok(body)
     };
-    match tokio::time::timeout(SHARD_TIMEOUT, read).await {
+    match tokio::time::timeout(timeout, read).await {
         Ok(answer) => answer,
         Err(_elapsed) => Err(format!(
             "GET {url}: no answer within {} ms",
-            SHARD_TIMEOUT.as_millis()
+            timeout.as_millis()
         )),
     }
 }
